@@ -1,0 +1,337 @@
+"""Checkpoint -> bundle, atomically: everything is written to a temporary folder beside
+OUTPUT and renamed into place only once export, validation and quantization all passed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgeformers.exporter.quantize import make_variant
+from edgeformers.exporter.source import Source, resolve_source
+from edgeformers.exporter.validate import (
+    compare_outputs,
+    reference_inputs,
+    run_onnx,
+    run_torch,
+    task_agreement,
+)
+from edgeformers.models.dtypes import dtype_spec, onnx_file_name
+from edgeformers.models.errors import EdgeformersError, ExportError, UnsupportedTaskError
+from edgeformers.models.families import Family, check_supports
+from edgeformers.models.tasks import TaskSpec, resolve_task
+from edgeformers.runtime.bundle import processing_settings, read_json
+from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest, Variant, describe_files
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+# Files of a sentence-transformers checkpoint worth carrying along (the pooling config).
+_EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "generation_config.json")
+_TOOLS = ("edgeformers", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
+
+
+def export(
+    source: str,
+    output: str | Path,
+    task: str,
+    dtypes: Iterable[str] = ("fp32", "q8"),
+    opset: int | None = None,
+    atol: float | None = None,
+    force: bool = False,
+    revision: str | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Export ``source`` for ``task`` into the bundle folder ``output``; returns its manifest.
+
+    Fails with a typed error, leaving ``output`` exactly as it was, if the task is
+    unknown or unsupported, the source is missing, or the fp32 graph differs from
+    PyTorch beyond ``atol`` (default: the architecture family's tolerance).
+    """
+    step = progress or (lambda message: logger.info(message))
+    spec = resolve_task(task)
+    wanted = _parse_dtypes(dtypes)
+    output = Path(output)
+    if output.exists() and not force:
+        raise ExportError(f"OUTPUT {output} already exists; pass --force to replace it")
+    step(f"resolving {source}")
+    checkpoint = resolve_source(source, revision)
+    config = read_json(checkpoint.path / "config.json", required=True)
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise ExportError(f"{checkpoint.path / 'config.json'}: missing field 'model_type'")
+    family = check_supports(model_type, spec.name)
+    _check_head(config, spec, checkpoint)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    _chmod_like_mkdir(work)
+    try:
+        manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step)
+        _replace(work, output)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    step(f"wrote {output}")
+    return manifest
+
+
+def _parse_dtypes(dtypes: Iterable[str]) -> list[str]:
+    names = [d.strip() for item in dtypes for d in str(item).split(",") if d.strip()]
+    for name in names:
+        dtype_spec(name)
+    return ["fp32", *[n for n in dict.fromkeys(names) if n != "fp32"]]
+
+
+def _check_head(config: dict[str, Any], spec: TaskSpec, checkpoint: Source) -> None:
+    """Refuse a checkpoint whose saved class lacks the task's head: optimum would otherwise
+    bolt on a randomly initialised one and the bundle would answer nonsense."""
+    architectures = config.get("architectures") or []
+    if not spec.head or not architectures:
+        return
+    if not any(str(a).endswith(f"For{spec.head}") for a in architectures):
+        raise UnsupportedTaskError(
+            f"checkpoint {checkpoint.hub_id or checkpoint.path} is a {', '.join(architectures)}, which has no "
+            f"{spec.head} head; {spec.name!r} needs a *For{spec.head} checkpoint"
+        )
+
+
+def _build(
+    checkpoint: Source,
+    work: Path,
+    spec: TaskSpec,
+    family: Family,
+    dtypes: list[str],
+    opset: int | None,
+    atol: float | None,
+    step: Progress,
+) -> Manifest:
+    step(f"[1/4] exporting {spec.export_task} graph with optimum")
+    raw = work / "_optimum"
+    _optimum_export(checkpoint.path, raw, spec.export_task, opset)
+    onnx_dir = work / "onnx"
+    onnx_dir.mkdir()
+    fp32 = onnx_dir / onnx_file_name("model", "fp32")
+    for file in raw.iterdir():
+        if file.name == "model.onnx" or file.name.startswith("model.onnx_data"):
+            shutil.move(str(file), str(onnx_dir / file.name))
+        elif file.is_file():
+            shutil.move(str(file), str(work / file.name))
+    shutil.rmtree(raw)
+    _ensure_fast_tokenizer(checkpoint.path, work)
+    for name in _EXTRA_FILES:
+        if (checkpoint.path / name).is_file() and not (work / name).exists():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(checkpoint.path / name, work / name)
+
+    config = read_json(work / "config.json", required=True)
+    processing = processing_settings(work, config)
+    tolerance = family.atol if atol is None else atol
+    step(f"[2/4] validating fp32 against PyTorch (atol {tolerance:g})")
+    graph_inputs, graph_outputs = _graph_io(fp32)
+    inputs, torch_results = _torch_reference(
+        checkpoint.path, work, spec, processing.get("max_length"), graph_inputs, graph_outputs
+    )
+    fp32_results = run_onnx(fp32, inputs)
+    validation: dict[str, Any] = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
+
+    variants = {"fp32": Variant("fp32", {"model": fp32.relative_to(work).as_posix()})}
+    for dtype in dtypes[1:]:
+        step(f"[3/4] making the {dtype} variant and checking it against fp32")
+        variants[dtype], validation[dtype] = _make_checked_variant(
+            work, fp32, dtype, family, inputs, fp32_results
+        )
+
+    step("[4/4] writing the manifest")
+    manifest = Manifest(
+        task=spec.name,
+        model_type=config["model_type"],
+        variants=variants,
+        source=checkpoint.describe(),
+        inputs=graph_inputs,
+        outputs=graph_outputs,
+        labels=_labels(config, spec),
+        processing=processing,
+        validation=validation,
+        tools=_tool_versions(),
+    )
+    files = [p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]
+    manifest.files = describe_files(work, files)
+    manifest.write(work)
+    return manifest
+
+
+def _make_checked_variant(
+    bundle: Path,
+    fp32: Path,
+    dtype: str,
+    family: Family,
+    inputs: list[dict[str, Any]],
+    fp32_results: list[dict[str, Any]],
+    temp_suffix: str = "",
+) -> tuple[Variant, dict[str, Any]]:
+    """Write one variant beside ``fp32`` (under ``temp_suffix`` until the caller renames
+    it) and measure its task-level agreement with fp32."""
+    final = fp32.with_name(onnx_file_name("model", dtype))
+    target = final.with_name(final.name + temp_suffix)
+    settings = make_variant(fp32, target, dtype, family)
+    report = task_agreement(fp32_results, run_onnx(target, inputs), inputs)
+    name = final.relative_to(bundle).as_posix()
+    return Variant(dtype, {"model": name}, settings), report
+
+
+def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None) -> Manifest:
+    """Add quantized variants to an existing bundle; files appear only once all are made."""
+    import transformers
+
+    from edgeformers.runtime.bundle import Bundle
+
+    step = progress or (lambda message: logger.info(message))
+    bundle = Bundle.open(bundle_path, verify=True)
+    manifest = bundle.manifest
+    wanted = _parse_dtypes(dtypes)[1:]
+    family = check_supports(manifest.model_type, manifest.task)
+    fp32 = bundle.onnx_path("fp32")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundle.path))
+    inputs = [
+        {k: v for k, v in feed.items() if k in manifest.inputs or k == "attention_mask"}
+        for feed in reference_inputs(tokenizer, manifest.processing.get("max_length"))
+    ]
+    fp32_results = run_onnx(fp32, inputs)
+    made: list[Path] = []
+    try:
+        for dtype in wanted:
+            step(f"making the {dtype} variant and checking it against fp32")
+            variant, report = _make_checked_variant(
+                bundle.path, fp32, dtype, family, inputs, fp32_results, ".partial"
+            )
+            made.append(bundle.path / (variant.files["model"] + ".partial"))
+            manifest.variants[dtype] = variant
+            manifest.validation[dtype] = report
+    except BaseException:
+        for file in made:
+            file.unlink(missing_ok=True)
+        raise
+    for file in made:
+        os.replace(file, file.with_suffix(""))
+    files = [p.relative_to(bundle.path).as_posix() for p in bundle.path.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]
+    manifest.files = describe_files(bundle.path, files)
+    _write_manifest_atomically(manifest, bundle.path)
+    return manifest
+
+
+def _write_manifest_atomically(manifest: Manifest, folder: Path) -> None:
+    staging = folder / ".manifest.partial"
+    staging.mkdir(exist_ok=True)
+    try:
+        written = manifest.write(staging)
+        os.replace(written, folder / MANIFEST_NAME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int | None) -> None:
+    from optimum.exporters.onnx import main_export
+
+    try:
+        main_export(
+            str(checkpoint),
+            output=str(output),
+            task=export_task,
+            opset=opset,
+            device="cpu",
+            do_validation=False,  # edgeformers validates every output itself, with per-family tolerances
+            library_name="transformers",
+        )
+    except EdgeformersError:
+        raise
+    except Exception as err:
+        raise ExportError(f"optimum could not export {checkpoint} for {export_task!r}: {type(err).__name__}: {err}") from err
+    if not (output / "model.onnx").is_file():
+        raise ExportError(f"optimum wrote no model.onnx for {checkpoint} ({sorted(p.name for p in output.iterdir())})")
+
+
+def _ensure_fast_tokenizer(checkpoint: Path, work: Path) -> None:
+    """The runtime reads only tokenizer.json: convert slow/sentencepiece tokenizers here."""
+    if (work / "tokenizer.json").is_file():
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
+    except Exception as err:
+        raise ExportError(f"{checkpoint}: could not load or convert its tokenizer to tokenizer.json: {err}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{checkpoint}: its tokenizer has no fast (tokenizer.json) form; the runtime needs one")
+    tokenizer.save_pretrained(str(work))
+
+
+def _labels(config: dict[str, Any], spec: TaskSpec) -> dict[int, str]:
+    if spec.head not in ("SequenceClassification", "TokenClassification"):
+        return {}
+    return {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+
+
+def _torch_reference(
+    checkpoint: Path,
+    work: Path,
+    spec: TaskSpec,
+    max_length: int | None,
+    graph_inputs: list[str],
+    graph_outputs: list[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Validation inputs (tokenized by the bundle's own tokenizer) and PyTorch's outputs on them."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(work))
+    auto_class = getattr(transformers, f"AutoModelFor{spec.head}" if spec.head else "AutoModel")
+    try:
+        model = auto_class.from_pretrained(str(checkpoint)).eval()
+    except Exception as err:
+        raise ExportError(f"{checkpoint}: transformers could not load it as {auto_class.__name__}: {err}") from err
+    inputs = [
+        {k: v for k, v in feed.items() if k in graph_inputs or k == "attention_mask"}
+        for feed in reference_inputs(tokenizer, max_length)
+    ]
+    torch_feed = [{k: v for k, v in feed.items() if k in graph_inputs} for feed in inputs]
+    return inputs, run_torch(model, torch_feed, graph_outputs)
+
+
+def _graph_io(path: Path) -> tuple[list[str], list[str]]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers], [o.name for o in model.graph.output]
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {}
+    for name in _TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _chmod_like_mkdir(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; a bundle should get the permissions mkdir would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
+def _replace(work: Path, output: Path) -> None:
+    """Move the finished bundle into place; an existing OUTPUT is swapped out, not merged."""
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{work.name.rsplit('-', 1)[-1]}")
+        output.rename(old)
+        work.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        work.rename(output)

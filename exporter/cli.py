@@ -1,0 +1,55 @@
+"""``edgeformers export`` and ``edgeformers quantize``; heavy imports happen inside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeformers.runtime.cli import fail_on_errors
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command("export")
+@click.argument("source")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--task", required=True, help="Pipeline task, e.g. text-classification, feature-extraction.")
+@click.option("--dtype", "dtypes", default="fp32,q8", show_default=True,
+              help="Comma-separated variants to write: fp32, q8, int8, uint8, fp16.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: optimum's for the architecture).")
+@click.option("--atol", type=float, default=None, help="Max abs difference to PyTorch (default: the family's).")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for a Hub id.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@fail_on_errors
+def export_command(source: str, output: Path, task: str, dtypes: str, opset: int | None, atol: float | None,
+                   revision: str | None, force: bool) -> None:
+    """Export SOURCE (a Hub id or a checkpoint folder) to the bundle folder OUTPUT."""
+    from edgeformers.exporter import require_export_extra
+
+    require_export_extra()
+    from edgeformers.exporter.build import export
+
+    manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
+                      force=force, revision=revision, progress=_progress)
+    for dtype, report in manifest.validation.items():
+        figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
+        click.echo(f"{dtype}: {figures}")
+
+
+@click.command("quantize")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dtype", "dtypes", default="q8", show_default=True, help="Comma-separated variants to add.")
+@fail_on_errors
+def quantize_command(bundle: Path, dtypes: str) -> None:
+    """Add variants to BUNDLE from its fp32 graph, checked against fp32 at the task level."""
+    from edgeformers.exporter import require_export_extra
+
+    require_export_extra()
+    from edgeformers.exporter.build import add_variants
+
+    manifest = add_variants(bundle, dtypes.split(","), progress=_progress)
+    for dtype in dtypes.split(","):
+        click.echo(f"{dtype}: {manifest.validation.get(dtype.strip())}")

@@ -1,0 +1,121 @@
+"""Checking an exported graph: every fp32 output against PyTorch, and each quantized
+variant against fp32 at the task level (label/argmax agreement, embedding cosine)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeformers.models.errors import ValidationError
+
+logger = logging.getLogger(__name__)
+
+# Short, accented, CJK/emoji and over-long texts: the cases where exports go wrong.
+VALIDATION_TEXTS: tuple[str, ...] = (
+    "I love this.",
+    "This was a terrible waste of time and money, and I want it back.",
+    "Café au lait in Zürich costs 5 € — naïve pricing?",
+    "東京は日本の首都です 🙂",
+    " ".join(["The quick brown fox jumps over the lazy dog."] * 80),
+)
+
+
+def reference_inputs(tokenizer: Any, max_length: int | None) -> list[dict[str, np.ndarray]]:
+    """Each validation text alone, then all of them as one padded batch."""
+    kwargs = {"truncation": True, "max_length": max_length} if max_length else {"truncation": True}
+    singles = [dict(tokenizer(text, return_tensors="np", **kwargs)) for text in VALIDATION_TEXTS]
+    batch = dict(tokenizer(list(VALIDATION_TEXTS), padding=True, return_tensors="np", **kwargs))
+    return [*singles, batch]
+
+
+def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    results = []
+    for feed in inputs:
+        values = session.run(outputs, {n: feed[n].astype(np.int64) for n in names})
+        results.append(dict(zip(outputs, values)))
+    return results
+
+
+def run_torch(model: Any, inputs: list[dict[str, np.ndarray]], names: list[str]) -> list[dict[str, np.ndarray]]:
+    import torch
+
+    results = []
+    with torch.inference_mode():
+        for feed in inputs:
+            output = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items()})
+            results.append({name: output[name].float().numpy() for name in names})
+    return results
+
+
+def compare_outputs(
+    onnx_results: list[dict[str, np.ndarray]],
+    torch_results: list[dict[str, np.ndarray]],
+    atol: float,
+) -> dict[str, Any]:
+    """Max abs difference per output over all inputs; raises listing every output over ``atol``."""
+    diffs: dict[str, float] = {}
+    for got, want in zip(onnx_results, torch_results):
+        for name, expected in want.items():
+            if got[name].shape != expected.shape:
+                raise ValidationError(
+                    f"output {name!r}: ONNX shape {got[name].shape} differs from PyTorch {expected.shape}"
+                )
+            diffs[name] = max(diffs.get(name, 0.0), float(np.abs(got[name] - expected).max(initial=0.0)))
+    failures = {name: diff for name, diff in diffs.items() if not diff <= atol}
+    report = {
+        "reference": "pytorch",
+        "inputs": len(torch_results),
+        "texts": list(VALIDATION_TEXTS),
+        "atol": atol,
+        "max_abs_diff": diffs,
+        "passed": not failures,
+    }
+    if failures:
+        listing = ", ".join(f"{name}: {diff:.3g}" for name, diff in failures.items())
+        raise ValidationError(f"the ONNX export differs from PyTorch beyond atol={atol:g} ({listing})")
+    return report
+
+
+def task_agreement(
+    reference: list[dict[str, np.ndarray]],
+    candidate: list[dict[str, np.ndarray]],
+    inputs: list[dict[str, np.ndarray]],
+) -> dict[str, Any]:
+    """How far a quantized variant's answers move from fp32's.
+
+    Logits outputs: share of positions whose argmax is unchanged (labels, tokens, span
+    ends). Hidden states: the lowest cosine of mask-mean-pooled embeddings.
+    """
+    agree = total = 0
+    cosines: list[float] = []
+    for ref, cand, feed in zip(reference, candidate, inputs):
+        mask = feed["attention_mask"].astype(bool)
+        for name, want in ref.items():
+            got = cand[name].astype(np.float32)
+            if name.endswith("logits"):
+                same = want.argmax(-1) == got.argmax(-1)
+                if same.shape == mask.shape:
+                    same = same[mask]
+                agree += int(same.sum())
+                total += int(same.size)
+            elif want.ndim == 3:
+                weights = mask[..., None]
+                a = (want * weights).sum(1) / weights.sum(1)
+                b = (got * weights).sum(1) / weights.sum(1)
+                cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+                cosines.extend(float(c) for c in cos)
+    report: dict[str, Any] = {"reference": "fp32", "inputs": len(inputs)}
+    if total:
+        report["label_agreement"] = agree / total
+    if cosines:
+        report["min_cosine"] = min(cosines)
+        report["mean_cosine"] = float(np.mean(cosines))
+    return report

@@ -1,0 +1,56 @@
+"""Weight variants, named as transformers.js names them so a bundle is also a valid
+transformers.js model repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeformers.models.errors import InputError
+
+
+@dataclass(frozen=True)
+class DtypeSpec:
+    name: str
+    suffix: str
+    description: str
+
+
+DTYPES: dict[str, DtypeSpec] = {
+    spec.name: spec
+    for spec in (
+        DtypeSpec("fp32", "", "the export itself"),
+        DtypeSpec("fp16", "_fp16", "float16 weights and compute, fp32 inputs/outputs"),
+        DtypeSpec("q8", "_quantized", "dynamic int8: MatMul/Gemm weights int8, activations uint8"),
+        DtypeSpec("int8", "_int8", "dynamic int8, weights forced to int8"),
+        DtypeSpec("uint8", "_uint8", "dynamic int8, weights forced to uint8"),
+        DtypeSpec("q4", "_q4", "4-bit block-wise weight-only MatMulNBits"),
+        DtypeSpec("q4f16", "_q4f16", "q4 then fp16"),
+    )
+}
+
+
+def dtype_spec(name: str) -> DtypeSpec:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise InputError(
+            f"unknown dtype {name!r}; expected one of: {', '.join(DTYPES)}"
+        ) from None
+
+
+def onnx_file_name(component: str, dtype: str) -> str:
+    """``("model", "q8")`` -> ``"model_quantized.onnx"``, the transformers.js file name."""
+    return f"{component}{dtype_spec(dtype).suffix}.onnx"
+
+
+def parse_onnx_file_name(file_name: str, components: tuple[str, ...]) -> tuple[str, str] | None:
+    """Inverse of :func:`onnx_file_name`: ``(component, dtype)`` or None if it is not one."""
+    if not file_name.endswith(".onnx"):
+        return None
+    stem = file_name[: -len(".onnx")]
+    # Longest suffix first so "_q4f16" is not read as "_q4" plus junk.
+    for spec in sorted(DTYPES.values(), key=lambda s: -len(s.suffix)):
+        for component in components:
+            if stem == component + spec.suffix:
+                return component, spec.name
+    return None

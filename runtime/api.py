@@ -1,0 +1,65 @@
+"""``pipeline()``: the one entry point, shaped like ``transformers.pipeline``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from edgeformers.models.errors import BundleError, UnsupportedTaskError
+from edgeformers.models.tasks import resolve_task
+from edgeformers.models.dtypes import dtype_spec
+from edgeformers.runtime.bundle import Bundle
+from edgeformers.runtime.devices import resolve_device
+from edgeformers.runtime.pipelines import pipeline_class
+
+logger = logging.getLogger(__name__)
+
+# Which variant to load when the caller names none: the reference export first.
+_DTYPE_PREFERENCE = ("fp32", "q8", "fp16", "int8", "uint8", "q4", "q4f16")
+
+
+def pipeline(
+    task: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "auto",
+    dtype: str | None = None,
+    strict: bool = False,
+    threads: int | None = None,
+    verify: bool = False,
+) -> Any:
+    """Load a bundle for ``task`` and return a callable pipeline.
+
+    ``task`` may be an alias ("sentiment-analysis", "ner") or None to take the bundle's
+    own. ``dtype`` picks a variant ("fp32", "q8", "fp16" …). ``verify=True`` checks
+    every file's sha256 against the manifest (sizes are always checked).
+    """
+    if model is None:
+        raise BundleError("pipeline() needs a bundle folder: pipeline(task, 'path/to/bundle')")
+    spec = resolve_task(task) if task is not None else None
+    bundle = Bundle.open(model, task=spec.name if spec else None, verify=verify)
+    bundle_task = bundle.manifest.task
+    if spec is None:
+        spec = resolve_task(bundle_task)
+    elif spec.name != bundle_task and not _compatible(spec.name, bundle_task):
+        raise UnsupportedTaskError(
+            f"bundle {bundle.path} was exported for {bundle_task!r}, not {spec.name!r}; "
+            f"re-export it with --task {spec.name}"
+        )
+    if dtype is None:
+        dtype = next((d for d in _DTYPE_PREFERENCE if d in bundle.manifest.variants), None)
+        if dtype is None:
+            raise BundleError(f"{bundle.path}: the manifest lists no variants")
+    else:
+        dtype_spec(dtype)  # unknown names get the typed error listing the known ones
+    plan = resolve_device(device, strict=strict)
+    cls = pipeline_class(spec.name)
+    result = cls(bundle, dtype, plan, threads=threads, strict=strict)
+    logger.info("loaded %s (%s) on %s", bundle.path, dtype, ", ".join(result.providers))
+    return result
+
+
+def _compatible(requested: str, exported: str) -> bool:
+    """Tasks that run on another task's graph (zero-shot on an NLI classifier)."""
+    return (requested, exported) in {("zero-shot-classification", "text-classification")}

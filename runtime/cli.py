@@ -1,0 +1,86 @@
+"""The ``edgeformers`` command.
+
+Commands load lazily: ``edgeformers --help`` imports neither onnxruntime nor torch, and
+the export commands import the exporter only when they run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+import click
+
+from edgeformers.models.errors import EdgeformersError
+
+# command name -> "module:attribute"; the module is imported only when the command runs
+_COMMANDS = {
+    "export": "edgeformers.exporter.cli:export_command",
+    "quantize": "edgeformers.exporter.cli:quantize_command",
+    "run": "edgeformers.runtime.cli_commands:run_command",
+    "inspect": "edgeformers.runtime.cli_commands:inspect_command",
+    "tasks": "edgeformers.runtime.cli_commands:tasks_command",
+}
+_HELP = {
+    "export": "Export a checkpoint (Hub id or folder) to a validated ONNX bundle.",
+    "quantize": "Add quantized variants to an existing bundle.",
+    "run": "Run a bundle's pipeline on inputs and print the result as JSON.",
+    "inspect": "Show a bundle's task, variants, file sizes and validation results.",
+    "tasks": "List the tasks and which architecture families can do them.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from a table, so listing commands imports none of them.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _HELP[name]) for name in sorted(_COMMANDS)])
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="edgeformers")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Turn Hugging Face checkpoints into ONNX bundles and run them without PyTorch."""
+    import logging
+
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except EdgeformersError as err:  # only reached outside click's own handling
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(1)
+
+
+def fail_on_errors(func: Any) -> Any:
+    """Turn edgeformers' typed errors into a one-line CLI error instead of a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgeformersError as err:
+            raise click.ClickException(f"{type(err).__name__}: {err}") from None
+
+    return wrapper
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))

@@ -1,0 +1,115 @@
+"""The runtime's CLI commands: ``run``, ``inspect``, ``tasks`` (base install only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeformers.models.errors import InputError
+from edgeformers.runtime.cli import echo_json, fail_on_errors
+
+
+def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
+    """``-o top_k=2 -o candidate_labels='["a","b"]'``: values read as JSON when they parse."""
+    parsed: dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise InputError(f"option {option!r} should look like KEY=VALUE")
+        try:
+            parsed[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.replace("-", "_")] = value
+    return parsed
+
+
+@click.command("run")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--task", default=None, help="Task to run (default: the bundle's own).")
+@click.option("--dtype", default=None, help="Variant to load: fp32, q8, fp16 … (default: fp32 if present).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or coreml.")
+@click.option("--strict", is_flag=True, help="Fail instead of falling back to CPU.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A pipeline argument, e.g. -o top_k=2 (value parsed as JSON when it parses).")
+@fail_on_errors
+def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: str | None, device: str,
+                strict: bool, options: tuple[str, ...]) -> None:
+    """Run BUNDLE on INPUTS; '-' reads one input per line from stdin."""
+    from edgeformers.runtime.api import pipeline
+
+    texts: list[str] = []
+    for item in inputs:
+        if item == "-":
+            texts.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+        else:
+            texts.append(item)
+    kwargs = _parse_options(options)
+    pipe = pipeline(task, bundle, device=device, dtype=dtype, strict=strict)
+    result = pipe(texts[0] if len(texts) == 1 else texts, **kwargs)
+    echo_json(_plain(result))
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays (return_tensors=True) as lists, so any result prints as JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--verify", is_flag=True, help="Check every file's sha256 too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@fail_on_errors
+def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
+    """Show BUNDLE's task, variants, file sizes and validation results."""
+    from edgeformers.runtime.bundle import Bundle
+
+    opened = Bundle.open(bundle, verify=verify)
+    manifest = opened.manifest
+    if as_json:
+        echo_json(manifest.to_dict())
+        return
+    click.echo(f"bundle:   {opened.path}" + ("" if opened.has_manifest else "  (no manifest; inferred)"))
+    click.echo(f"task:     {manifest.task}")
+    click.echo(f"model:    {manifest.model_type}")
+    click.echo(f"source:   {json.dumps(manifest.source)}")
+    if manifest.labels:
+        click.echo(f"labels:   {json.dumps({str(k): v for k, v in manifest.labels.items()}, ensure_ascii=False)}")
+    click.echo("variants:")
+    for dtype, variant in manifest.variants.items():
+        for component, name in variant.files.items():
+            size = (opened.path / name).stat().st_size
+            click.echo(f"  {dtype:<6} {component:<22} {name:<36} {size / 1e6:8.1f} MB")
+    if manifest.validation:
+        click.echo("validation:")
+        for dtype, report in manifest.validation.items():
+            figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
+            click.echo(f"  {dtype:<6} vs {report.get('reference', '?'):<8} {json.dumps(figures)}")
+    if verify:
+        click.echo(f"checksums: all {len(manifest.files)} files match")
+
+
+@click.command("tasks")
+def tasks_command() -> None:
+    """List the tasks, their aliases, and the architecture families that can do them."""
+    from edgeformers.models.families import FAMILIES
+    from edgeformers.models.tasks import TASKS
+    from edgeformers.runtime.pipelines import PIPELINES
+
+    for spec in TASKS.values():
+        aliases = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
+        runtime = "" if spec.name in PIPELINES else "  [export only: no runtime pipeline yet]"
+        click.echo(f"{spec.name}{aliases}{runtime}")
+        click.echo(f"    {spec.description}")
+        families = [name for name, family in FAMILIES.items() if spec.name in family.tasks]
+        click.echo(f"    families: {', '.join(families)}")

@@ -1,0 +1,25 @@
+"""Task -> pipeline class, imported only when that task is asked for."""
+
+from __future__ import annotations
+
+import importlib
+
+from edgeformers.models.errors import UnsupportedTaskError
+
+# canonical task name -> "module:Class" inside this package
+PIPELINES: dict[str, str] = {
+    "text-classification": "text_classification:TextClassificationPipeline",
+    "feature-extraction": "feature_extraction:FeatureExtractionPipeline",
+}
+
+
+def pipeline_class(task: str) -> type:
+    try:
+        target = PIPELINES[task]
+    except KeyError:
+        raise UnsupportedTaskError(
+            f"the runtime has no pipeline for {task!r} yet; it runs: {', '.join(sorted(PIPELINES))}"
+        ) from None
+    module_name, class_name = target.split(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)

@@ -1,0 +1,79 @@
+"""One ONNX graph behind one onnxruntime session.
+
+The session is created once and is safe to share between threads (onnxruntime's
+``run`` is). Inputs are fed only if the graph declares them, so one code path serves
+BERT (token_type_ids) and DistilBERT (none).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeformers.models.errors import BundleError, DeviceError
+from edgeformers.runtime.devices import DevicePlan
+
+logger = logging.getLogger(__name__)
+
+_NUMPY_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(bool)": np.bool_,
+}
+
+
+class OnnxModel:
+    def __init__(
+        self,
+        path: Path,
+        plan: DevicePlan,
+        threads: int | None = None,
+        strict: bool = False,
+    ) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=plan.providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise BundleError(f"{path}: onnxruntime could not load this graph: {err}") from None
+        self.path = path
+        self.providers: list[str] = list(self.session.get_providers())
+        wanted = plan.providers[0][0]
+        if wanted not in self.providers:
+            message = (
+                f"onnxruntime dropped {wanted} for {path.name} (session runs on {', '.join(self.providers)}); "
+                "check the CUDA/cuDNN libraries or the provider's log"
+            )
+            if strict:
+                raise DeviceError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self.input_types = {i.name: _NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.input_types)
+
+    def run(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        missing = [name for name in self.input_types if name not in feed]
+        if missing:
+            raise BundleError(
+                f"{self.path.name} needs inputs {missing} that this pipeline does not produce; "
+                f"it can feed {sorted(feed)}"
+            )
+        inputs: dict[str, Any] = {}
+        for name, kind in self.input_types.items():
+            value = feed[name]
+            inputs[name] = value.astype(kind, copy=False) if kind is not None else value
+        names = outputs or self.output_names
+        return dict(zip(names, self.session.run(names, inputs)))

@@ -1,0 +1,136 @@
+"""Text tokenization with the ``tokenizers`` library alone, padded per batch.
+
+Limits come from ``tokenizer_config.json`` (what transformers uses), never from the
+padding/truncation that some ``tokenizer.json`` files hard-code. Each configured
+``Tokenizer`` is built once and never mutated afterwards, so calls from several threads
+are safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeformers.models.errors import BundleError
+from edgeformers.models.processing import special_token
+from edgeformers.runtime.bundle import read_json
+
+_SPECIAL_NAMES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token")
+
+
+@dataclass
+class Batch:
+    """Padded arrays for one model call, plus the encodings they came from (offsets,
+    word ids) for post-processing."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    encodings: list[Any]
+
+    def feed(self) -> dict[str, np.ndarray]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
+
+
+class TextTokenizer:
+    def __init__(self, folder: Path, max_length: int | None) -> None:
+        from tokenizers import Tokenizer
+
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise BundleError(
+                f"{folder}: tokenizer.json is missing; text bundles need a fast tokenizer "
+                "(re-export with edgeformers, which converts slow tokenizers)"
+            )
+        try:
+            base = Tokenizer.from_file(str(path))
+        except Exception as err:
+            raise BundleError(f"{path}: the tokenizers library cannot read it: {err}") from None
+        base.no_padding()
+        base.no_truncation()
+        self._serialized = base.to_str()
+        self._base = base
+        self._variants: dict[tuple[int, int, str], Any] = {}
+        self._lock = threading.Lock()
+        self.max_length = max_length
+        config = read_json(folder / "tokenizer_config.json")
+        special_map = read_json(folder / "special_tokens_map.json")
+        self.special_tokens: dict[str, str] = {}
+        for name in _SPECIAL_NAMES:
+            token = special_token(config, name) or special_token(special_map, name)
+            if token is not None:
+                self.special_tokens[name] = token
+        self.padding_left = config.get("padding_side") == "left"
+        self.pad_id = self._pad_id(folder)
+
+    def _pad_id(self, folder: Path) -> int:
+        pad = self.special_tokens.get("pad_token")
+        if pad is not None and self._base.token_to_id(pad) is not None:
+            return int(self._base.token_to_id(pad))
+        config_pad = read_json(folder / "config.json").get("pad_token_id")
+        return int(config_pad) if isinstance(config_pad, int) else 0
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._base.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._base.id_to_token(token_id)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self._base.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def _configured(self, max_length: int | None, stride: int, strategy: str) -> Any:
+        """A tokenizer truncating to ``max_length``; built once per setting, then shared."""
+        if max_length is None:
+            return self._base
+        key = (max_length, stride, strategy)
+        with self._lock:
+            tokenizer = self._variants.get(key)
+            if tokenizer is None:
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_str(self._serialized)
+                tokenizer.enable_truncation(max_length, stride=stride, strategy=strategy)
+                self._variants[key] = tokenizer
+        return tokenizer
+
+    def encode(
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        stride: int = 0,
+        strategy: str = "longest_first",
+        add_special_tokens: bool = True,
+    ) -> list[Any]:
+        limit = (max_length or self.max_length) if truncation else None
+        tokenizer = self._configured(limit, stride, strategy)
+        inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs))
+        return tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+
+    def pad(self, encodings: list[Any]) -> Batch:
+        """Pad to the longest sequence of this batch, not to the model maximum."""
+        width = max((len(e.ids) for e in encodings), default=0)
+        shape = (len(encodings), width)
+        ids = np.full(shape, self.pad_id, dtype=np.int64)
+        mask = np.zeros(shape, dtype=np.int64)
+        types = np.zeros(shape, dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            cols = slice(width - n, width) if self.padding_left else slice(0, n)
+            ids[row, cols] = encoding.ids
+            mask[row, cols] = encoding.attention_mask
+            types[row, cols] = encoding.type_ids
+        return Batch(ids, mask, types, list(encodings))
+
+    def __call__(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> Batch:
+        return self.pad(self.encode(texts, pairs, **kwargs))
