@@ -74,6 +74,14 @@ def chunks(count: int, batch_size: int | None) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
+def length_batches(lengths: Sequence[int], batch_size: int | None) -> Iterator[list[int]]:
+    """Indices grouped longest first into ``batch_size`` batches: rows of similar length
+    share a batch, so per-batch padding stays small. Callers put results back by index."""
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    for part in chunks(len(order), batch_size):
+        yield order[part]
+
+
 def check_top_k(top_k: Any, allow_none: bool = True) -> None:
     if top_k is None and allow_none:
         return
