@@ -56,3 +56,20 @@ def test_unavailable_device_raises_when_strict(cpu_only):
 def test_unknown_device_names_are_refused(name):
     with pytest.raises(DeviceError, match="unknown device"):
         resolve_device(name)
+
+
+def test_a_provider_the_session_dropped_is_reported(bundle_factory):
+    """onnxruntime quietly runs on CPU when a requested provider cannot start; the
+    pipeline says so (or refuses with strict=True) and exposes the real providers."""
+    from edgeformers.runtime.devices import DevicePlan
+    from edgeformers.runtime.pipelines.text_classification import TextClassificationPipeline
+    from edgeformers.runtime.bundle import Bundle
+
+    _, path = bundle_factory("bert", "sequence-classification", "text-classification")
+    bundle = Bundle.open(path)
+    plan = DevicePlan("cuda", "cuda", [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})])
+    with pytest.warns(RuntimeWarning, match="dropped CUDAExecutionProvider"):
+        pipe = TextClassificationPipeline(bundle, "fp32", plan)
+    assert pipe.providers == ["CPUExecutionProvider"]
+    with pytest.raises(DeviceError, match="dropped CUDAExecutionProvider"):
+        TextClassificationPipeline(bundle, "fp32", plan, strict=True)
