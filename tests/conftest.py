@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No test may reach the Hub, whatever the caller's environment says.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +22,9 @@ _LOCK = threading.RLock()
 
 
 def _key(*parts: Any, **kwargs: Any) -> str:
-    flat = [str(p) for p in parts] + [f"{k}={kwargs[k]}" for k in sorted(kwargs)]
-    return "-".join(flat).replace("/", "_").replace(" ", "").replace("'", "").replace(",", "_")[:120]
+    """A readable, collision-free folder name for one set of fixture arguments."""
+    digest = hashlib.sha256(repr((parts, sorted(kwargs.items()))).encode()).hexdigest()[:10]
+    return "-".join(str(p) for p in parts)[:60] + "-" + digest
 
 
 @pytest.fixture(scope="session")
