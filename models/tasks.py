@@ -47,7 +47,7 @@ TASKS: dict[str, TaskSpec] = {
             "zero-shot-classification",
             export_task="text-classification",
             head="SequenceClassification",
-            default_checkpoint="facebook/bart-large-mnli",
+            default_checkpoint="cross-encoder/nli-distilroberta-base",
             description="classify against labels chosen at call time (NLI model)",
         ),
         TaskSpec(
