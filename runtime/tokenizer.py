@@ -87,6 +87,22 @@ class TextTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._base.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Token strings joined by the tokenizer's decoder, as transformers'
+        ``convert_tokens_to_string`` does (token-classification words)."""
+        decoder = self._base.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
+
+    @property
+    def continuing_subword_prefix(self) -> str | None:
+        """WordPiece's ``##`` marker (None for byte-level BPE and Unigram, which mark word
+        starts instead): transformers uses it to tell sub-words from words."""
+        return getattr(self._base.model, "continuing_subword_prefix", None) or None
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        processor = self._base.post_processor
+        return int(processor.num_special_tokens_to_add(pair)) if processor is not None else 0
+
     def _configured(self, max_length: int | None, stride: int, strategy: str) -> Any:
         """A tokenizer truncating to ``max_length``; built once per setting, then shared."""
         if max_length is None:
@@ -111,14 +127,19 @@ class TextTokenizer:
         stride: int = 0,
         strategy: str = "longest_first",
         add_special_tokens: bool = True,
+        is_pretokenized: bool = False,
     ) -> list[Any]:
+        """Encodings (with ``.overflowing`` windows when truncated); with
+        ``is_pretokenized`` each text is a list of words."""
         limit = (max_length or self.max_length) if truncation else None
         tokenizer = self._configured(limit, stride, strategy)
         inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs))
-        return tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        return tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)
 
-    def pad(self, encodings: list[Any]) -> Batch:
-        """Pad to the longest sequence of this batch, not to the model maximum."""
+    def pad(self, encodings: list[Any], padding_left: bool | None = None) -> Batch:
+        """Pad to the longest sequence of this batch, not to the model maximum, on the
+        tokenizer's side unless ``padding_left`` says otherwise."""
+        left = self.padding_left if padding_left is None else padding_left
         width = max((len(e.ids) for e in encodings), default=0)
         shape = (len(encodings), width)
         ids = np.full(shape, self.pad_id, dtype=np.int64)
@@ -126,7 +147,7 @@ class TextTokenizer:
         types = np.zeros(shape, dtype=np.int64)
         for row, encoding in enumerate(encodings):
             n = len(encoding.ids)
-            cols = slice(width - n, width) if self.padding_left else slice(0, n)
+            cols = slice(width - n, width) if left else slice(0, n)
             ids[row, cols] = encoding.ids
             mask[row, cols] = encoding.attention_mask
             types[row, cols] = encoding.type_ids
