@@ -10,6 +10,7 @@ from edgeformers.models.errors import UnsupportedTaskError
 PIPELINES: dict[str, str] = {
     "text-classification": "text_classification:TextClassificationPipeline",
     "feature-extraction": "feature_extraction:FeatureExtractionPipeline",
+    "question-answering": "question_answering:QuestionAnsweringPipeline",
     "token-classification": "token_classification:TokenClassificationPipeline",
     "zero-shot-classification": "zero_shot:ZeroShotClassificationPipeline",
     "fill-mask": "fill_mask:FillMaskPipeline",
