@@ -50,8 +50,10 @@ def bundle_factory(
     tmp_path_factory: pytest.TempPathFactory, checkpoint_factory: Callable[..., Path]
 ) -> Callable[..., tuple[Path, Path]]:
     """``(arch, head, task, dtypes=("fp32", "q8"), **checkpoint_kwargs) -> (checkpoint, bundle)``,
-    exported through the real exporter once per session."""
-    from edgeformers.exporter.build import export
+    exported through the ``edgeformers export`` command once per session."""
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
 
     root = tmp_path_factory.mktemp("bundles")
     exported: dict[str, tuple[Path, Path]] = {}
@@ -63,7 +65,10 @@ def bundle_factory(
         with _LOCK:
             if key not in exported:
                 bundle = root / key
-                export(str(checkpoint), bundle, task=task, dtypes=dtypes)
+                args = ["export", str(checkpoint), str(bundle), "--task", task, "--dtype", ",".join(dtypes)]
+                result = CliRunner().invoke(cli, args)
+                if result.exit_code != 0:
+                    raise RuntimeError(f"edgeformers {' '.join(args)} failed:\n{result.output}") from result.exception
                 exported[key] = (checkpoint, bundle)
             return exported[key]
 
