@@ -29,7 +29,7 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 
 @click.command("run")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--task", default=None, help="Task to run (default: the bundle's own).")
 @click.option("--dtype", default=None, help="Variant to load: fp32, q8, fp16 … (default: fp32 if present).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or coreml.")
@@ -39,19 +39,33 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 @fail_on_errors
 def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: str | None, device: str,
                 strict: bool, options: tuple[str, ...]) -> None:
-    """Run BUNDLE on INPUTS; '-' reads one input per line from stdin."""
+    """Run BUNDLE on each INPUT; '-' reads one input per line from stdin. An INPUT that is
+    a JSON object is passed as a dict, e.g. '{"question": "...", "context": "..."}'."""
     from edgeformers.runtime.api import pipeline
 
-    texts: list[str] = []
+    items: list[Any] = []
     for item in inputs:
         if item == "-":
-            texts.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+            items.extend(_input(line.rstrip("\n")) for line in sys.stdin if line.strip())
         else:
-            texts.append(item)
+            items.append(_input(item))
     kwargs = _parse_options(options)
     pipe = pipeline(task, bundle, device=device, dtype=dtype, strict=strict)
-    result = pipe(texts[0] if len(texts) == 1 else texts, **kwargs)
+    result = pipe(items[0] if len(items) == 1 else items, **kwargs)
     echo_json(_plain(result))
+
+
+def _input(text: str) -> Any:
+    """A JSON object argument is a structured input ({"question", "context"} for QA,
+    {"text", "text_pair"} for pairs); anything else is text."""
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        if isinstance(value, dict):
+            return value
+    return text
 
 
 def _plain(value: Any) -> Any:

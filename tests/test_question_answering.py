@@ -10,8 +10,10 @@ import shutil
 
 import pytest
 import transformers
+from click.testing import CliRunner
 
 from edgeformers.runtime import InputError, pipeline
+from edgeformers.runtime.cli import cli
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,9 @@ def test_input_forms(pair):
     assert_same(ours(item), expected)
     assert_same(ours([item]), expected)  # a list of one gives one result, as in transformers
     assert_same(ours(question, context), expected)
-    assert_same(ours(json.dumps(item)), expected)  # how the CLI passes an example
+    ran = CliRunner().invoke(cli, ["run", str(ours.bundle.path), json.dumps(item)])  # a JSON object on the CLI
+    assert ran.exit_code == 0, ran.output
+    assert_same(json.loads(ran.output), expected)
     assert ours([]) == []
 
 

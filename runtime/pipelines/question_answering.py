@@ -9,7 +9,6 @@ text are merged by summing their scores, across windows too), so results match i
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -238,8 +237,7 @@ def char_span(encoding: Any, s: int, e: int, sequence: int, align_to_words: bool
 
 
 def question_answer_examples(args: tuple[Any, ...], question: Any, context: Any) -> list[tuple[str, str]]:
-    """``(question, context)`` pairs from every input form transformers accepts (plus a
-    JSON object string, which is how the CLI passes one example)."""
+    """``(question, context)`` pairs from every input form transformers accepts."""
     if args and (question is not None or context is not None):
         raise InputError("pass the inputs either positionally or as question=/context=, not both")
     if len(args) == 2 and all(isinstance(a, str) for a in args):
@@ -272,13 +270,8 @@ def question_answer_examples(args: tuple[Any, ...], question: Any, context: Any)
 
 def _example(item: Any, index: int) -> tuple[str, str]:
     if isinstance(item, str):
-        try:
-            item = json.loads(item)
-        except ValueError:
-            item = None
-        if not isinstance(item, dict):
-            raise InputError(f"inputs[{index}] is a plain string; pass question='...' and context='...', "
-                             "or a {'question': ..., 'context': ...} dict (a JSON object on the command line)")
+        raise InputError(f"inputs[{index}] is a plain string; pass question='...' and context='...', "
+                         "or a {'question': ..., 'context': ...} dict (a JSON object on the command line)")
     if not isinstance(item, dict):
         raise InputError(f"inputs[{index}] is {type(item).__name__}; expected a {{'question', 'context'}} dict")
     unknown = sorted(set(item) - {"question", "context"})
