@@ -7,30 +7,32 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeformers.exporter.quantize import make_variant
 from edgeformers.exporter.source import Source, resolve_source
 from edgeformers.exporter.validate import (
     compare_outputs,
     reference_inputs,
     run_onnx,
     run_torch,
-    task_agreement,
 )
-from edgeformers.models.dtypes import dtype_spec, onnx_file_name
-from edgeformers.models.errors import EdgeformersError, ExportError, UnsupportedTaskError
+from edgeformers.exporter.variants import Progress, make_checked_variant, parse_dtypes
+from edgeformers.models.dtypes import onnx_file_name
+from edgeformers.models.errors import (
+    EdgeformersError,
+    ExportError,
+    UnsupportedTaskError,
+)
 from edgeformers.models.families import Family, check_supports
 from edgeformers.models.tasks import TaskSpec, resolve_task
 from edgeformers.runtime.bundle import processing_settings, read_json
-from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest, Variant, describe_files
+from edgeformers.runtime.manifest import Manifest, Variant, describe_files
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 # Files of a sentence-transformers checkpoint worth carrying along (the pooling config).
 _EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "generation_config.json")
 _TOOLS = ("edgeformers", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
@@ -53,9 +55,9 @@ def export(
     unknown or unsupported, the source is missing, or the fp32 graph differs from
     PyTorch beyond ``atol`` (default: the architecture family's tolerance).
     """
-    step = progress or (lambda message: logger.info(message))
+    step = progress or logger.info
     spec = resolve_task(task)
-    wanted = _parse_dtypes(dtypes)
+    wanted = parse_dtypes(dtypes)
     output = Path(output)
     if output.exists() and not force:
         raise ExportError(f"OUTPUT {output} already exists; pass --force to replace it")
@@ -78,13 +80,6 @@ def export(
         raise
     step(f"wrote {output}")
     return manifest
-
-
-def _parse_dtypes(dtypes: Iterable[str]) -> list[str]:
-    names = [d.strip() for item in dtypes for d in str(item).split(",") if d.strip()]
-    for name in names:
-        dtype_spec(name)
-    return ["fp32", *[n for n in dict.fromkeys(names) if n != "fp32"]]
 
 
 def _check_head(config: dict[str, Any], spec: TaskSpec, checkpoint: Source) -> None:
@@ -133,18 +128,16 @@ def _build(
     tolerance = family.atol if atol is None else atol
     step(f"[2/4] validating fp32 against PyTorch (atol {tolerance:g})")
     graph_inputs, graph_outputs = _graph_io(fp32)
-    inputs, torch_results = _torch_reference(
-        checkpoint.path, work, spec, processing.get("max_length"), graph_inputs, graph_outputs
-    )
+    tokenizer = _reference_tokenizer(work)
+    inputs = reference_inputs(tokenizer, processing.get("max_length"), graph_inputs)
+    torch_results = _torch_outputs(checkpoint.path, spec, inputs, graph_inputs, graph_outputs)
     fp32_results = run_onnx(fp32, inputs)
     validation: dict[str, Any] = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
 
     variants = {"fp32": Variant("fp32", {"model": fp32.relative_to(work).as_posix()})}
     for dtype in dtypes[1:]:
         step(f"[3/4] making the {dtype} variant and checking it against fp32")
-        variants[dtype], validation[dtype] = _make_checked_variant(
-            work, fp32, dtype, family, inputs, fp32_results
-        )
+        variants[dtype], validation[dtype] = make_checked_variant(work, fp32, dtype, family, inputs, fp32_results)
 
     step("[4/4] writing the manifest")
     manifest = Manifest(
@@ -159,79 +152,9 @@ def _build(
         validation=validation,
         tools=_tool_versions(),
     )
-    files = [p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]
-    manifest.files = describe_files(work, files)
+    manifest.files = describe_files(work)
     manifest.write(work)
     return manifest
-
-
-def _make_checked_variant(
-    bundle: Path,
-    fp32: Path,
-    dtype: str,
-    family: Family,
-    inputs: list[dict[str, Any]],
-    fp32_results: list[dict[str, Any]],
-    temp_suffix: str = "",
-) -> tuple[Variant, dict[str, Any]]:
-    """Write one variant beside ``fp32`` (under ``temp_suffix`` until the caller renames
-    it) and measure its task-level agreement with fp32."""
-    final = fp32.with_name(onnx_file_name("model", dtype))
-    target = final.with_name(final.name + temp_suffix)
-    settings = make_variant(fp32, target, dtype, family)
-    report = task_agreement(fp32_results, run_onnx(target, inputs), inputs)
-    name = final.relative_to(bundle).as_posix()
-    return Variant(dtype, {"model": name}, settings), report
-
-
-def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None) -> Manifest:
-    """Add quantized variants to an existing bundle; files appear only once all are made."""
-    import transformers
-
-    from edgeformers.runtime.bundle import Bundle
-
-    step = progress or (lambda message: logger.info(message))
-    bundle = Bundle.open(bundle_path, verify=True)
-    manifest = bundle.manifest
-    wanted = _parse_dtypes(dtypes)[1:]
-    family = check_supports(manifest.model_type, manifest.task)
-    fp32 = bundle.onnx_path("fp32")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundle.path))
-    inputs = [
-        {k: v for k, v in feed.items() if k in manifest.inputs or k == "attention_mask"}
-        for feed in reference_inputs(tokenizer, manifest.processing.get("max_length"))
-    ]
-    fp32_results = run_onnx(fp32, inputs)
-    made: list[Path] = []
-    try:
-        for dtype in wanted:
-            step(f"making the {dtype} variant and checking it against fp32")
-            variant, report = _make_checked_variant(
-                bundle.path, fp32, dtype, family, inputs, fp32_results, ".partial"
-            )
-            made.append(bundle.path / (variant.files["model"] + ".partial"))
-            manifest.variants[dtype] = variant
-            manifest.validation[dtype] = report
-    except BaseException:
-        for file in made:
-            file.unlink(missing_ok=True)
-        raise
-    for file in made:
-        os.replace(file, file.with_suffix(""))
-    files = [p.relative_to(bundle.path).as_posix() for p in bundle.path.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]
-    manifest.files = describe_files(bundle.path, files)
-    _write_manifest_atomically(manifest, bundle.path)
-    return manifest
-
-
-def _write_manifest_atomically(manifest: Manifest, folder: Path) -> None:
-    staging = folder / ".manifest.partial"
-    staging.mkdir(exist_ok=True)
-    try:
-        written = manifest.write(staging)
-        os.replace(written, folder / MANIFEST_NAME)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int | None) -> None:
@@ -276,29 +199,29 @@ def _labels(config: dict[str, Any], spec: TaskSpec) -> dict[int, str]:
     return {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
 
 
-def _torch_reference(
-    checkpoint: Path,
-    work: Path,
-    spec: TaskSpec,
-    max_length: int | None,
-    graph_inputs: list[str],
-    graph_outputs: list[str],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Validation inputs (tokenized by the bundle's own tokenizer) and PyTorch's outputs on them."""
+def _reference_tokenizer(work: Path) -> Any:
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(work))
+    return transformers.AutoTokenizer.from_pretrained(str(work))
+
+
+def _torch_outputs(
+    checkpoint: Path,
+    spec: TaskSpec,
+    inputs: list[dict[str, Any]],
+    graph_inputs: list[str],
+    graph_outputs: list[str],
+) -> list[dict[str, Any]]:
+    """The PyTorch model's outputs on the validation inputs, for the graph's output names."""
+    import transformers
+
     auto_class = getattr(transformers, f"AutoModelFor{spec.head}" if spec.head else "AutoModel")
     try:
         model = auto_class.from_pretrained(str(checkpoint)).eval()
     except Exception as err:
         raise ExportError(f"{checkpoint}: transformers could not load it as {auto_class.__name__}: {err}") from err
-    inputs = [
-        {k: v for k, v in feed.items() if k in graph_inputs or k == "attention_mask"}
-        for feed in reference_inputs(tokenizer, max_length)
-    ]
     torch_feed = [{k: v for k, v in feed.items() if k in graph_inputs} for feed in inputs]
-    return inputs, run_torch(model, torch_feed, graph_outputs)
+    return run_torch(model, torch_feed, graph_outputs)
 
 
 def _graph_io(path: Path) -> tuple[list[str], list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from edgeformers.runtime.cli import fail_on_errors
 
 
@@ -48,7 +47,7 @@ def quantize_command(bundle: Path, dtypes: str) -> None:
     from edgeformers.exporter import require_export_extra
 
     require_export_extra()
-    from edgeformers.exporter.build import add_variants
+    from edgeformers.exporter.variants import add_variants
 
     manifest = add_variants(bundle, dtypes.split(","), progress=_progress)
     for dtype in dtypes.split(","):

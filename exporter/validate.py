@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgeformers.models.errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -23,12 +22,14 @@ VALIDATION_TEXTS: tuple[str, ...] = (
 )
 
 
-def reference_inputs(tokenizer: Any, max_length: int | None) -> list[dict[str, np.ndarray]]:
-    """Each validation text alone, then all of them as one padded batch."""
+def reference_inputs(tokenizer: Any, max_length: int | None, graph_inputs: list[str]) -> list[dict[str, np.ndarray]]:
+    """Each validation text alone, then all of them as one padded batch; only the inputs
+    the graph declares, plus the attention mask that task-level checks pool with."""
     kwargs = {"truncation": True, "max_length": max_length} if max_length else {"truncation": True}
     singles = [dict(tokenizer(text, return_tensors="np", **kwargs)) for text in VALIDATION_TEXTS]
     batch = dict(tokenizer(list(VALIDATION_TEXTS), padding=True, return_tensors="np", **kwargs))
-    return [*singles, batch]
+    keep = set(graph_inputs) | {"attention_mask"}
+    return [{k: v for k, v in feed.items() if k in keep} for feed in (*singles, batch)]
 
 
 def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

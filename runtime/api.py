@@ -6,9 +6,9 @@ import logging
 import os
 from typing import Any
 
+from edgeformers.models.dtypes import dtype_spec
 from edgeformers.models.errors import BundleError, UnsupportedTaskError
 from edgeformers.models.tasks import resolve_task
-from edgeformers.models.dtypes import dtype_spec
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.devices import resolve_device
 from edgeformers.runtime.pipelines import pipeline_class

@@ -17,7 +17,10 @@ from typing import Any
 
 from edgeformers.models.dtypes import parse_onnx_file_name
 from edgeformers.models.errors import BundleError, ChecksumError
-from edgeformers.models.processing import sentence_transformers_settings, text_max_length
+from edgeformers.models.processing import (
+    sentence_transformers_settings,
+    text_max_length,
+)
 from edgeformers.models.tasks import resolve_task
 from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest, Variant, sha256_file
 

@@ -59,8 +59,11 @@ class Manifest:
         return {"format": "edgeformers", **data}
 
     def write(self, folder: Path) -> Path:
+        """Write atomically: a reader sees the old manifest or the new one, never half."""
         path = folder / MANIFEST_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        staging = folder / f".{MANIFEST_NAME}.{os.getpid()}.partial"
+        staging.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(staging, path)
         return path
 
     @classmethod
@@ -139,9 +142,12 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def describe_files(folder: Path, names: list[str]) -> dict[str, FileEntry]:
-    """Size and sha256 of each file, keyed by its POSIX path relative to ``folder``."""
-    return {
-        name: FileEntry(size=os.path.getsize(folder / name), sha256=sha256_file(folder / name))
-        for name in sorted(names)
-    }
+def describe_files(folder: Path) -> dict[str, FileEntry]:
+    """Size and sha256 of every file of a bundle but the manifest (and hidden staging
+    files), keyed by POSIX path relative to ``folder``."""
+    names = sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != MANIFEST_NAME and not path.name.startswith(".")
+    )
+    return {name: FileEntry(size=os.path.getsize(folder / name), sha256=sha256_file(folder / name)) for name in names}

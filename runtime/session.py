@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgeformers.models.errors import BundleError, DeviceError
 from edgeformers.runtime.devices import DevicePlan
 

@@ -2,8 +2,13 @@
 the catalog offers has a runtime pipeline, and aliases resolve as transformers'."""
 
 import pytest
-
-from edgeformers.models import FAMILIES, TASKS, UnsupportedTaskError, family_for, resolve_task
+from edgeformers.models import (
+    FAMILIES,
+    TASKS,
+    UnsupportedTaskError,
+    family_for,
+    resolve_task,
+)
 from edgeformers.models.dtypes import DTYPES, onnx_file_name, parse_onnx_file_name
 from edgeformers.models.errors import InputError
 from edgeformers.models.families import Family, _register, check_supports

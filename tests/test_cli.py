@@ -8,7 +8,6 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from edgeformers.runtime.cli import cli
 
 

@@ -3,7 +3,6 @@
 import warnings
 
 import pytest
-
 from edgeformers.models.errors import DeviceError
 from edgeformers.runtime import devices
 from edgeformers.runtime.devices import resolve_device
@@ -61,9 +60,11 @@ def test_unknown_device_names_are_refused(name):
 def test_a_provider_the_session_dropped_is_reported(bundle_factory):
     """onnxruntime quietly runs on CPU when a requested provider cannot start; the
     pipeline says so (or refuses with strict=True) and exposes the real providers."""
-    from edgeformers.runtime.devices import DevicePlan
-    from edgeformers.runtime.pipelines.text_classification import TextClassificationPipeline
     from edgeformers.runtime.bundle import Bundle
+    from edgeformers.runtime.devices import DevicePlan
+    from edgeformers.runtime.pipelines.text_classification import (
+        TextClassificationPipeline,
+    )
 
     _, path = bundle_factory("bert", "sequence-classification", "text-classification")
     bundle = Bundle.open(path)

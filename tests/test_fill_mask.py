@@ -10,7 +10,6 @@ import shutil
 
 import pytest
 import transformers
-
 from edgeformers.runtime import InputError, pipeline
 
 ARCHS = ["bert", "roberta", "deberta-v2"]

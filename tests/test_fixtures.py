@@ -14,8 +14,19 @@ import pytest
 pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tests.fixtures.checkpoints import ARCHS, DEFAULT_LABELS, HEADS, build_checkpoint, build_tokenizer  # noqa: E402
-from tests.fixtures.corpus import CORPUS, NER_SAMPLES, UNICODE_SAMPLES, generated_sentences  # noqa: E402
+from tests.fixtures.checkpoints import (  # noqa: E402
+    ARCHS,
+    DEFAULT_LABELS,
+    HEADS,
+    build_checkpoint,
+    build_tokenizer,
+)
+from tests.fixtures.corpus import (  # noqa: E402
+    CORPUS,
+    NER_SAMPLES,
+    UNICODE_SAMPLES,
+    generated_sentences,
+)
 
 KINDS = ["wordpiece", "bpe", "unigram"]
 TASK_FOR_HEAD = {

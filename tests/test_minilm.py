@@ -11,7 +11,6 @@ import pytest
 import torch
 import transformers
 from click.testing import CliRunner
-
 from edgeformers.runtime import pipeline
 from edgeformers.runtime.cli import cli
 

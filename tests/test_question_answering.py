@@ -11,7 +11,6 @@ import shutil
 import pytest
 import transformers
 from click.testing import CliRunner
-
 from edgeformers.runtime import InputError, pipeline
 from edgeformers.runtime.cli import cli
 

@@ -11,7 +11,6 @@ import warnings
 
 import pytest
 import transformers
-
 from edgeformers.runtime import InputError, pipeline
 
 STRATEGIES = ["none", "simple", "first", "average", "max"]

@@ -11,7 +11,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from edgeformers.runtime import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import transformers
-
 from edgeformers.runtime import BundleError, InputError, pipeline
 
 NLI = ["contradiction", "neutral", "entailment"]

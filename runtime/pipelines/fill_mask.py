@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 import numpy as np
-
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.devices import DevicePlan

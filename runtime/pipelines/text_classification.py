@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from edgeformers.models.errors import InputError
-from edgeformers.runtime.pipelines.base import Pipeline, check_top_k, chunks, sigmoid, softmax
+from edgeformers.runtime.pipelines.base import (
+    Pipeline,
+    check_top_k,
+    chunks,
+    sigmoid,
+    softmax,
+)
 
 _UNSET: Any = object()
 _FUNCTIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda x: x}

@@ -12,11 +12,15 @@ import logging
 from typing import Any
 
 import numpy as np
-
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.devices import DevicePlan
-from edgeformers.runtime.pipelines.base import Pipeline, length_batches, softmax, text_batch
+from edgeformers.runtime.pipelines.base import (
+    Pipeline,
+    length_batches,
+    softmax,
+    text_batch,
+)
 
 logger = logging.getLogger(__name__)
 
