@@ -16,8 +16,9 @@ from edgeformers.exporter.source import Source, resolve_source
 from edgeformers.exporter.validate import (
     compare_outputs,
     reference_inputs,
+    reference_tokenizer,
     run_onnx,
-    run_torch,
+    torch_outputs,
 )
 from edgeformers.exporter.variants import Progress, make_checked_variant, parse_dtypes
 from edgeformers.models.dtypes import onnx_file_name
@@ -128,9 +129,8 @@ def _build(
     tolerance = family.atol if atol is None else atol
     step(f"[2/4] validating fp32 against PyTorch (atol {tolerance:g})")
     graph_inputs, graph_outputs = _graph_io(fp32)
-    tokenizer = _reference_tokenizer(work)
-    inputs = reference_inputs(tokenizer, processing.get("max_length"), graph_inputs)
-    torch_results = _torch_outputs(checkpoint.path, spec, inputs, graph_inputs, graph_outputs)
+    inputs = reference_inputs(reference_tokenizer(work), processing.get("max_length"), graph_inputs)
+    torch_results = torch_outputs(checkpoint.path, spec, inputs, graph_outputs)
     fp32_results = run_onnx(fp32, inputs)
     validation: dict[str, Any] = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
 
@@ -197,31 +197,6 @@ def _labels(config: dict[str, Any], spec: TaskSpec) -> dict[int, str]:
     if spec.head not in ("SequenceClassification", "TokenClassification"):
         return {}
     return {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
-
-
-def _reference_tokenizer(work: Path) -> Any:
-    import transformers
-
-    return transformers.AutoTokenizer.from_pretrained(str(work))
-
-
-def _torch_outputs(
-    checkpoint: Path,
-    spec: TaskSpec,
-    inputs: list[dict[str, Any]],
-    graph_inputs: list[str],
-    graph_outputs: list[str],
-) -> list[dict[str, Any]]:
-    """The PyTorch model's outputs on the validation inputs, for the graph's output names."""
-    import transformers
-
-    auto_class = getattr(transformers, f"AutoModelFor{spec.head}" if spec.head else "AutoModel")
-    try:
-        model = auto_class.from_pretrained(str(checkpoint)).eval()
-    except Exception as err:
-        raise ExportError(f"{checkpoint}: transformers could not load it as {auto_class.__name__}: {err}") from err
-    torch_feed = [{k: v for k, v in feed.items() if k in graph_inputs} for feed in inputs]
-    return run_torch(model, torch_feed, graph_outputs)
 
 
 def _graph_io(path: Path) -> tuple[list[str], list[str]]:

@@ -12,6 +12,12 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _print_reports(reports: dict[str, dict]) -> None:
+    for dtype, report in reports.items():
+        figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
+        click.echo(f"{dtype} vs {report.get('reference', '?')}: {figures}")
+
+
 @click.command("export")
 @click.argument("source")
 @click.argument("output", type=click.Path(path_type=Path))
@@ -33,9 +39,7 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
 
     manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
                       force=force, revision=revision, progress=_progress)
-    for dtype, report in manifest.validation.items():
-        figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
-        click.echo(f"{dtype}: {figures}")
+    _print_reports(manifest.validation)
 
 
 @click.command("quantize")
@@ -50,5 +54,20 @@ def quantize_command(bundle: Path, dtypes: str) -> None:
     from edgeformers.exporter.variants import add_variants
 
     manifest = add_variants(bundle, dtypes.split(","), progress=_progress)
-    for dtype in dtypes.split(","):
-        click.echo(f"{dtype}: {manifest.validation.get(dtype.strip())}")
+    added = [d.strip() for d in dtypes.split(",") if d.strip()]
+    _print_reports({d: r for d, r in manifest.validation.items() if d in added})
+
+
+@click.command("validate")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", default=None, help="Checkpoint to compare with (default: the manifest's source).")
+@click.option("--atol", type=float, default=None, help="Max abs difference to PyTorch (default: the family's).")
+@fail_on_errors
+def validate_command(bundle: Path, source: str | None, atol: float | None) -> None:
+    """Check BUNDLE again: fp32 against PyTorch, the other variants against fp32."""
+    from edgeformers.exporter import require_export_extra
+
+    require_export_extra()
+    from edgeformers.exporter.validate import validate_bundle
+
+    _print_reports(validate_bundle(bundle, source=source, atol=atol))

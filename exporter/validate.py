@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeformers.models.errors import ValidationError
+from edgeformers.models.errors import ExportError, ValidationError
+from edgeformers.models.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +46,25 @@ def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, 
     return results
 
 
-def run_torch(model: Any, inputs: list[dict[str, np.ndarray]], names: list[str]) -> list[dict[str, np.ndarray]]:
-    import torch
+def reference_tokenizer(folder: Path) -> Any:
+    """The bundle's own tokenizer, loaded by transformers: the reference side of validation."""
+    import transformers
 
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def torch_outputs(
+    checkpoint: Path, spec: TaskSpec, inputs: list[dict[str, np.ndarray]], names: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """The PyTorch model's outputs on ``inputs``, for the graph's output ``names``."""
+    import torch
+    import transformers
+
+    auto_class = getattr(transformers, f"AutoModelFor{spec.head}" if spec.head else "AutoModel")
+    try:
+        model = auto_class.from_pretrained(str(checkpoint)).eval()
+    except Exception as err:
+        raise ExportError(f"{checkpoint}: transformers could not load it as {auto_class.__name__}: {err}") from err
     results = []
     with torch.inference_mode():
         for feed in inputs:
@@ -120,3 +137,30 @@ def task_agreement(
         report["min_cosine"] = min(cosines)
         report["mean_cosine"] = float(np.mean(cosines))
     return report
+
+
+def validate_bundle(bundle_path: str | Path, source: str | None = None, atol: float | None = None) -> dict[str, Any]:
+    """Check an existing bundle again: fp32 against the PyTorch checkpoint (the manifest's
+    source unless ``source`` names another), every other variant against fp32. Returns
+    the reports; raises :class:`ValidationError` if fp32 is beyond ``atol``."""
+    from edgeformers.exporter.source import resolve_source
+    from edgeformers.models.families import check_supports
+    from edgeformers.models.tasks import resolve_task
+    from edgeformers.runtime.bundle import Bundle
+
+    bundle = Bundle.open(bundle_path, verify=True)
+    manifest = bundle.manifest
+    family = check_supports(manifest.model_type, manifest.task)
+    origin = source or manifest.source.get("hub_id") or manifest.source.get("path")
+    if not origin:
+        raise ExportError(f"{bundle.path}: the manifest records no source; pass the checkpoint with --source")
+    checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"))
+    fp32 = bundle.onnx_path("fp32")
+    inputs = reference_inputs(reference_tokenizer(bundle.path), manifest.processing.get("max_length"), manifest.inputs)
+    fp32_results = run_onnx(fp32, inputs)
+    expected = torch_outputs(checkpoint.path, resolve_task(manifest.task), inputs, manifest.outputs)
+    reports = {"fp32": compare_outputs(fp32_results, expected, family.atol if atol is None else atol)}
+    for dtype in manifest.variants:
+        if dtype != "fp32":
+            reports[dtype] = task_agreement(fp32_results, run_onnx(bundle.onnx_path(dtype), inputs), inputs)
+    return reports

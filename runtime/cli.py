@@ -18,6 +18,8 @@ from edgeformers.models.errors import EdgeformersError
 _COMMANDS = {
     "export": "edgeformers.exporter.cli:export_command",
     "quantize": "edgeformers.exporter.cli:quantize_command",
+    "validate": "edgeformers.exporter.cli:validate_command",
+    "bench": "edgeformers.runtime.cli_bench:bench_command",
     "run": "edgeformers.runtime.cli_commands:run_command",
     "inspect": "edgeformers.runtime.cli_commands:inspect_command",
     "tasks": "edgeformers.runtime.cli_commands:tasks_command",
@@ -28,6 +30,8 @@ _HELP = {
     "run": "Run a bundle's pipeline on inputs and print the result as JSON.",
     "inspect": "Show a bundle's task, variants, file sizes and validation results.",
     "tasks": "List the tasks and which architecture families can do them.",
+    "validate": "Check a bundle again: fp32 against PyTorch, variants against fp32.",
+    "bench": "Time a bundle's variants on this machine: load, first call, latency.",
 }
 
 

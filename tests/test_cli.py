@@ -82,3 +82,27 @@ def test_help_imports_neither_torch_nor_onnxruntime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
     assert "--dtype" in out  # export --help was printed
+
+
+def test_validate_checks_a_bundle_against_its_source_again(classifier):
+    _, bundle = classifier
+    result = invoke("validate", str(bundle))
+    assert result.exit_code == 0, result.output
+    assert "fp32 vs pytorch" in result.output and "'passed': True" in result.output
+    assert "q8 vs fp32" in result.output
+    result = invoke("validate", str(bundle), "--atol", "1e-12")
+    assert result.exit_code == 1 and "ValidationError" in result.output
+
+
+@pytest.mark.parametrize("arch, head, task", [
+    ("bert", "sequence-classification", "text-classification"),
+    ("roberta", "masked-lm", "fill-mask"),
+    ("bert", "question-answering", "question-answering"),
+])
+def test_bench_times_every_variant(bundle_factory, arch, head, task):
+    _, bundle = bundle_factory(arch, head, task)
+    result = invoke("bench", str(bundle), "--runs", "2", "--batch", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [row["dtype"] for row in rows] == ["fp32", "q8"]
+    assert all(row["median_ms"] > 0 and row["providers"] for row in rows)
