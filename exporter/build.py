@@ -3,15 +3,18 @@ OUTPUT and renamed into place only once export, validation and quantization all 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgeformers.exporter.onnx_files import restore, uses_external_data
 from edgeformers.exporter.source import Source, resolve_source
 from edgeformers.exporter.validate import (
     compare_outputs,
@@ -49,12 +52,14 @@ def export(
     force: bool = False,
     revision: str | None = None,
     progress: Progress | None = None,
+    external_data: bool = True,
 ) -> Manifest:
     """Export ``source`` for ``task`` into the bundle folder ``output``; returns its manifest.
 
     Fails with a typed error, leaving ``output`` exactly as it was, if the task is
     unknown or unsupported, the source is missing, or the fp32 graph differs from
     PyTorch beyond ``atol`` (default: the architecture family's tolerance).
+    ``external_data=False`` keeps each graph in one file (see ``onnx_files``).
     """
     step = progress or logger.info
     spec = resolve_task(task)
@@ -74,7 +79,7 @@ def export(
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     _chmod_like_mkdir(work)
     try:
-        manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step)
+        manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data)
         _replace(work, output)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -105,6 +110,7 @@ def _build(
     opset: int | None,
     atol: float | None,
     step: Progress,
+    external_data: bool,
 ) -> Manifest:
     step(f"[1/4] exporting {spec.export_task} graph with optimum")
     raw = work / "_optimum"
@@ -118,6 +124,7 @@ def _build(
         elif file.is_file():
             shutil.move(str(file), str(work / file.name))
     shutil.rmtree(raw)
+    restore(fp32, external_data)
     _ensure_fast_tokenizer(checkpoint.path, work)
     for name in _EXTRA_FILES:
         if (checkpoint.path / name).is_file() and not (work / name).exists():
@@ -125,6 +132,8 @@ def _build(
             shutil.copyfile(checkpoint.path / name, work / name)
 
     config = read_json(work / "config.json", required=True)
+    if uses_external_data(fp32):
+        _mark_external_data(work / "config.json", config)
     processing = processing_settings(work, config)
     tolerance = family.atol if atol is None else atol
     step(f"[2/4] validating fp32 against PyTorch (atol {tolerance:g})")
@@ -161,21 +170,30 @@ def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int
     from optimum.exporters.onnx import main_export
 
     try:
-        main_export(
-            str(checkpoint),
-            output=str(output),
-            task=export_task,
-            opset=opset,
-            device="cpu",
-            do_validation=False,  # edgeformers validates every output itself, with per-family tolerances
-            library_name="transformers",
-        )
+        with warnings.catch_warnings():
+            # torch's tracer narrates every data-dependent branch; validation checks the result.
+            warnings.simplefilter("ignore", category=_tracer_warning())
+            main_export(
+                str(checkpoint),
+                output=str(output),
+                task=export_task,
+                opset=opset,
+                device="cpu",
+                do_validation=False,  # edgeformers validates every output itself, with per-family tolerances
+                library_name="transformers",
+            )
     except EdgeformersError:
         raise
     except Exception as err:
         raise ExportError(f"optimum could not export {checkpoint} for {export_task!r}: {type(err).__name__}: {err}") from err
     if not (output / "model.onnx").is_file():
         raise ExportError(f"optimum wrote no model.onnx for {checkpoint} ({sorted(p.name for p in output.iterdir())})")
+
+
+def _tracer_warning() -> type[Warning]:
+    import torch
+
+    return getattr(torch.jit, "TracerWarning", Warning)
 
 
 def _ensure_fast_tokenizer(checkpoint: Path, work: Path) -> None:
@@ -191,6 +209,14 @@ def _ensure_fast_tokenizer(checkpoint: Path, work: Path) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{checkpoint}: its tokenizer has no fast (tokenizer.json) form; the runtime needs one")
     tokenizer.save_pretrained(str(work))
+
+
+def _mark_external_data(path: Path, config: dict[str, Any]) -> None:
+    """transformers.js reads ``model.onnx_data`` only when config.json says so."""
+    js_config = dict(config.get("transformers.js_config") or {})
+    js_config["use_external_data_format"] = True
+    config["transformers.js_config"] = js_config
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _labels(config: dict[str, Any], spec: TaskSpec) -> dict[int, str]:

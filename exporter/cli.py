@@ -28,9 +28,12 @@ def _print_reports(reports: dict[str, dict]) -> None:
 @click.option("--atol", type=float, default=None, help="Max abs difference to PyTorch (default: the family's).")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for a Hub id.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--single-file", is_flag=True,
+              help="Keep weights inside each .onnx file (default: beside it in .onnx_data, which loads "
+                   "faster with less memory).")
 @fail_on_errors
 def export_command(source: str, output: Path, task: str, dtypes: str, opset: int | None, atol: float | None,
-                   revision: str | None, force: bool) -> None:
+                   revision: str | None, force: bool, single_file: bool) -> None:
     """Export SOURCE (a Hub id or a checkpoint folder) to the bundle folder OUTPUT."""
     from edgeformers.exporter import require_export_extra
 
@@ -38,7 +41,7 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
     from edgeformers.exporter.build import export
 
     manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
-                      force=force, revision=revision, progress=_progress)
+                      force=force, revision=revision, progress=_progress, external_data=not single_file)
     _print_reports(manifest.validation)
 
 

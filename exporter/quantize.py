@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgeformers.exporter.onnx_files import restore, save_onnx
 from edgeformers.models.errors import ExportError
 from edgeformers.models.families import Family
 
@@ -17,12 +18,14 @@ logger = logging.getLogger(__name__)
 QUANTIZABLE = ("q8", "int8", "uint8", "fp16")
 
 
-def make_variant(source: Path, target: Path, dtype: str, family: Family) -> dict[str, Any]:
+def make_variant(source: Path, target: Path, dtype: str, family: Family, external_data: bool = True) -> dict[str, Any]:
     """Write the ``dtype`` variant of ``source`` to ``target``; return its settings for the manifest."""
     if dtype in ("q8", "int8", "uint8"):
-        return _dynamic_int8(source, target, dtype, family)
+        settings = _dynamic_int8(source, target, dtype, family)
+        restore(target, external_data)
+        return settings
     if dtype == "fp16":
-        return _fp16(source, target)
+        return _fp16(source, target, external_data)
     raise ExportError(f"dtype {dtype!r} cannot be made by this exporter yet; it makes: fp32, {', '.join(QUANTIZABLE)}")
 
 
@@ -35,7 +38,9 @@ def _dynamic_int8(source: Path, target: Path, dtype: str, family: Family) -> dic
         "weight_type": weight_type.name,
         "per_channel": family.quantize_per_channel,
         "reduce_range": family.quantize_reduce_range,
-        "op_types": ["MatMul", "Gemm", "Attention"],
+        # Gather too: the word-embedding table is a third of a BERT-base and int8 costs it
+        # nothing measurable (MiniLM cosine unchanged), while halving file size and load memory.
+        "op_types": ["MatMul", "Gemm", "Attention", "Gather"],
     }
     with _quiet_preprocess_hint():
         quantize_dynamic(
@@ -69,10 +74,10 @@ def _quiet_preprocess_hint() -> Iterator[None]:
         root.removeFilter(hint)
 
 
-def _fp16(source: Path, target: Path) -> dict[str, Any]:
+def _fp16(source: Path, target: Path, external_data: bool) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    onnx.save(model, str(target))
+    save_onnx(model, target, external_data)
     return {"method": "cast", "keep_io_types": True}

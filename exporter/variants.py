@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from edgeformers.exporter.onnx_files import uses_external_data
 from edgeformers.exporter.quantize import make_variant
 from edgeformers.exporter.validate import reference_inputs, run_onnx, task_agreement
 from edgeformers.models.dtypes import dtype_spec, onnx_file_name
@@ -21,7 +24,6 @@ from edgeformers.runtime.manifest import Manifest, Variant, describe_files
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-_STAGING = ".partial"
 
 
 def parse_dtypes(dtypes: Iterable[str]) -> list[str]:
@@ -40,19 +42,20 @@ def make_checked_variant(
     family: Family,
     inputs: list[dict[str, Any]],
     fp32_results: list[dict[str, Any]],
-    staged: bool = False,
+    staging: Path | None = None,
 ) -> tuple[Variant, dict[str, Any]]:
-    """Write the ``dtype`` variant beside ``fp32`` (under a staging name when ``staged``)
-    and measure its task-level agreement with fp32."""
+    """Write the ``dtype`` variant beside ``fp32`` (or into ``staging`` under its final
+    name, for the caller to move) and measure its task-level agreement with fp32."""
     final = fp32.with_name(onnx_file_name("model", dtype))
-    target = final.with_name(final.name + _STAGING) if staged else final
-    settings = make_variant(fp32, target, dtype, family)
+    target = (staging or final.parent) / final.name
+    settings = make_variant(fp32, target, dtype, family, external_data=uses_external_data(fp32))
     report = task_agreement(fp32_results, run_onnx(target, inputs), inputs)
     return Variant(dtype, {"model": final.relative_to(bundle).as_posix()}, settings), report
 
 
 def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None) -> Manifest:
-    """Add variants to an existing bundle. Nothing changes on disk unless all succeed."""
+    """Add variants to an existing bundle. Nothing changes on disk unless all succeed:
+    they are made in a staging folder and moved beside the fp32 graph at the end."""
     import transformers
     from edgeformers.runtime.bundle import Bundle
 
@@ -64,20 +67,17 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundle.path))
     inputs = reference_inputs(tokenizer, manifest.processing.get("max_length"), manifest.inputs)
     fp32_results = run_onnx(fp32, inputs)
-    staged: list[Path] = []
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=fp32.parent))
     try:
         for dtype in parse_dtypes(dtypes)[1:]:
             step(f"making the {dtype} variant and checking it against fp32")
-            staged.append(fp32.with_name(onnx_file_name("model", dtype) + _STAGING))
-            variant, report = make_checked_variant(bundle.path, fp32, dtype, family, inputs, fp32_results, staged=True)
+            variant, report = make_checked_variant(bundle.path, fp32, dtype, family, inputs, fp32_results, staging)
             manifest.variants[dtype] = variant
             manifest.validation[dtype] = report
-    except BaseException:
-        for file in staged:
-            file.unlink(missing_ok=True)
-        raise
-    for file in staged:
-        os.replace(file, file.with_name(file.name[: -len(_STAGING)]))
+        for made in staging.iterdir():
+            os.replace(made, fp32.parent / made.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     manifest.files = describe_files(bundle.path)
     manifest.write(bundle.path)
     return manifest

@@ -106,3 +106,23 @@ def test_bench_times_every_variant(bundle_factory, arch, head, task):
     rows = json.loads(result.output)
     assert [row["dtype"] for row in rows] == ["fp32", "q8"]
     assert all(row["median_ms"] > 0 and row["providers"] for row in rows)
+
+
+def test_weights_live_beside_the_graph_unless_single_file(classifier, tmp_path):
+    checkpoint, _ = classifier
+    external, single = tmp_path / "external", tmp_path / "single"
+    assert invoke("export", str(checkpoint), str(external), "--task", "text-classification").exit_code == 0
+    assert invoke("export", str(checkpoint), str(single), "--task", "text-classification", "--single-file").exit_code == 0
+    assert sorted(p.name for p in (external / "onnx").iterdir()) == [
+        "model.onnx", "model.onnx_data", "model_quantized.onnx", "model_quantized.onnx_data"]
+    assert sorted(p.name for p in (single / "onnx").iterdir()) == ["model.onnx", "model_quantized.onnx"]
+    config = json.loads((external / "config.json").read_text())
+    assert config["transformers.js_config"]["use_external_data_format"] is True
+    assert "transformers.js_config" not in json.loads((single / "config.json").read_text())
+    manifest = json.loads((external / "edgeformers.json").read_text())
+    assert "onnx/model.onnx_data" in manifest["files"]  # checksummed like every other file
+    assert "Gather" in manifest["variants"]["q8"]["quantization"]["op_types"]
+    for bundle in (external, single):
+        result = invoke("run", str(bundle), "same input", "--dtype", "q8", "-o", "top_k=null")
+        assert result.exit_code == 0, result.output
+    assert invoke("run", str(external), "x", "-o", "top_k=null").output == invoke("run", str(single), "x", "-o", "top_k=null").output
