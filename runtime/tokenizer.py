@@ -77,6 +77,11 @@ class TextTokenizer:
         config_pad = read_json(folder / "config.json").get("pad_token_id")
         return int(config_pad) if isinstance(config_pad, int) else 0
 
+    def special_token_id(self, name: str) -> int | None:
+        """The id of a special token by role ("mask_token", "cls_token" …), if it has one."""
+        token = self.special_tokens.get(name)
+        return None if token is None else self.token_to_id(token)
+
     def token_to_id(self, token: str) -> int | None:
         return self._base.token_to_id(token)
 

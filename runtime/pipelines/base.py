@@ -33,6 +33,11 @@ class Pipeline:
         self.device = plan.device
         self.model = OnnxModel(bundle.onnx_path(dtype), plan, threads=threads, strict=strict)
         self.tokenizer = TextTokenizer(bundle.path, bundle.manifest.processing.get("max_length"))
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Task-specific checks and lookups once the session and tokenizer exist; a bundle
+        the task cannot use fails here, at load time, not on the first call."""
 
     @property
     def providers(self) -> list[str]:

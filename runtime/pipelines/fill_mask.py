@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.bundle import Bundle
-from edgeformers.runtime.devices import DevicePlan
 from edgeformers.runtime.pipelines.base import (
     DEFAULT_BATCH_SIZE,
     Pipeline,
@@ -45,30 +43,21 @@ def clean_up_tokenization(text: str) -> str:
 class FillMaskPipeline(Pipeline):
     task = "fill-mask"
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        dtype: str,
-        plan: DevicePlan,
-        threads: int | None = None,
-        strict: bool = False,
-    ) -> None:
-        super().__init__(bundle, dtype, plan, threads=threads, strict=strict)
+    def prepare(self) -> None:
         mask = self.tokenizer.special_tokens.get("mask_token")
-        mask_id = None if mask is None else self.tokenizer.token_to_id(mask)
+        mask_id = self.tokenizer.special_token_id("mask_token")
         if mask is None or mask_id is None:
             raise BundleError(
-                f"{bundle.path}: the tokenizer defines no mask_token in its vocabulary; fill-mask needs a "
+                f"{self.bundle.path}: the tokenizer defines no mask_token in its vocabulary; fill-mask needs a "
                 "masked-language model's tokenizer (tokenizer_config.json 'mask_token')"
             )
         self.mask_token: str = mask
         self.mask_token_id: int = mask_id
-        pad = self.tokenizer.special_tokens.get("pad_token")
         # transformers drops pad ids from the filled sequence; with no pad token it drops nothing.
-        self._pad_id = None if pad is None else self.tokenizer.token_to_id(pad)
-        config = bundle.read_json("tokenizer_config.json")
+        self._pad_id = self.tokenizer.special_token_id("pad_token")
+        config = self.bundle.read_json("tokenizer_config.json")
         self._clean_up = bool(config.get("clean_up_tokenization_spaces", False))
-        vocab = bundle.read_json("config.json").get("vocab_size")
+        vocab = self.bundle.read_json("config.json").get("vocab_size")
         self._vocab_size = vocab if isinstance(vocab, int) and vocab > 0 else 32_000
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:

@@ -24,16 +24,14 @@ _OUTPUTS = ["start_logits", "end_logits"]
 class QuestionAnsweringPipeline(Pipeline):
     task = "question-answering"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def prepare(self) -> None:
         missing = [name for name in _OUTPUTS if name not in self.model.output_names]
         if missing:
             raise BundleError(
                 f"{self.model.path.name} has no {missing} outputs (it has {self.model.output_names}); "
                 "re-export the checkpoint with --task question-answering"
             )
-        cls = self.tokenizer.special_tokens.get("cls_token")
-        self.cls_id = None if cls is None else self.tokenizer.token_to_id(cls)
+        self.cls_id = self.tokenizer.special_token_id("cls_token")
         # transformers puts the question first unless the tokenizer pads on the left
         self.question_first = not self.tokenizer.padding_left
 

@@ -36,11 +36,8 @@ class _Text:
 class TokenClassificationPipeline(Pipeline):
     task = "token-classification"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        unk = self.tokenizer.special_tokens.get("unk_token")
-        unk_id = self.tokenizer.token_to_id(unk) if unk is not None else None
-        self.grouper = EntityGrouper(self.tokenizer, self.label, unk_id)
+    def prepare(self) -> None:
+        self.grouper = EntityGrouper(self.tokenizer, self.label, self.tokenizer.special_token_id("unk_token"))
 
     def __call__(
         self,

@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.bundle import Bundle
-from edgeformers.runtime.devices import DevicePlan
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
     length_batches,
@@ -77,20 +75,12 @@ def fill_template(template: Any, labels: list[str]) -> list[str]:
 class ZeroShotClassificationPipeline(Pipeline):
     task = "zero-shot-classification"
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        dtype: str,
-        plan: DevicePlan,
-        threads: int | None = None,
-        strict: bool = False,
-    ) -> None:
-        super().__init__(bundle, dtype, plan, threads=threads, strict=strict)
+    def prepare(self) -> None:
         self.entailment_id = entailment_id(self.labels)
         if self.entailment_id == -1:
             found = ", ".join(repr(name) for _, name in sorted(self.labels.items())) or "none"
             raise BundleError(
-                f"{bundle.path}: model has no entailment label (labels: {found}); zero-shot-classification "
+                f"{self.bundle.path}: model has no entailment label (labels: {found}); zero-shot-classification "
                 "needs an NLI classifier whose id2label names an 'entailment' class (e.g. an MNLI model)"
             )
         # As transformers: the contradiction logit is taken to be the first one, or the
