@@ -297,6 +297,7 @@ def load_engines(
     """engine -> {"qa": pipeline, "zs": pipeline, "qa_counter", "zs_counter"}."""
     import torch
     import transformers
+
     from edgeformers.runtime import pipeline
 
     engines: dict[str, dict[str, Any]] = {}

@@ -112,8 +112,9 @@ def load_engines(checkpoint: Path, bundle: Path, workloads: dict[str, Any], dtyp
     library's default) pins torch and every onnxruntime session to the same count."""
     import torch
     import transformers
-    from edgeformers.runtime import pipeline
     from tokenizers import Tokenizer
+
+    from edgeformers.runtime import pipeline
 
     engines: dict[str, dict[str, Callable[[], Any]]] = {}
     for dtype in dtypes:

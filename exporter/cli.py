@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from edgeformers.runtime.cli import fail_on_errors
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import ExportError, ValidationError
 from edgeformers.models.tasks import TaskSpec
 

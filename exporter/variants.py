@@ -57,6 +57,7 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
     """Add variants to an existing bundle. Nothing changes on disk unless all succeed:
     they are made in a staging folder and moved beside the fp32 graph at the end."""
     import transformers
+
     from edgeformers.runtime.bundle import Bundle
 
     step = progress or logger.info

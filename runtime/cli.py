@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import click
+
 from edgeformers.models.errors import EdgeformersError
 
 # command name -> "module:attribute"; the module is imported only when the command runs

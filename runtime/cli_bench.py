@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from edgeformers.runtime.cli import echo_json, fail_on_errors
 
 SAMPLE = "The new phone's battery lasts two days, but the camera is disappointing in low light."

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from edgeformers.models.errors import InputError
 from edgeformers.runtime.cli import echo_json, fail_on_errors
 

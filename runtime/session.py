@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import BundleError, DeviceError
 from edgeformers.runtime.devices import DevicePlan
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import BundleError
 from edgeformers.models.processing import special_token
 from edgeformers.runtime.bundle import read_json

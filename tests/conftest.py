@@ -52,6 +52,7 @@ def bundle_factory(
     """``(arch, head, task, dtypes=("fp32", "q8"), **checkpoint_kwargs) -> (checkpoint, bundle)``,
     exported through the ``edgeformers export`` command once per session."""
     from click.testing import CliRunner
+
     from edgeformers.runtime.cli import cli
 
     root = tmp_path_factory.mktemp("bundles")

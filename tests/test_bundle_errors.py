@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from edgeformers.exporter.build import export
 from edgeformers.models.errors import (
     BundleError,

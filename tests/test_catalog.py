@@ -2,6 +2,7 @@
 the catalog offers has a runtime pipeline, and aliases resolve as transformers'."""
 
 import pytest
+
 from edgeformers.models import (
     FAMILIES,
     TASKS,

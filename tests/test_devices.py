@@ -3,6 +3,7 @@
 import warnings
 
 import pytest
+
 from edgeformers.models.errors import DeviceError
 from edgeformers.runtime import devices
 from edgeformers.runtime.devices import resolve_device

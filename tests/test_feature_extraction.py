@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+
 from edgeformers.runtime import InputError, pipeline
 
 TEXTS = ["hello world", "  Café à Zürich  ", "東京は日本の首都です 🙂", "a " * 300, ""]

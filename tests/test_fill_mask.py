@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import transformers
+
 from edgeformers.runtime import InputError, pipeline
 
 ARCHS = ["bert", "roberta", "deberta-v2"]

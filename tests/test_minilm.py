@@ -11,6 +11,7 @@ import pytest
 import torch
 import transformers
 from click.testing import CliRunner
+
 from edgeformers.runtime import pipeline
 from edgeformers.runtime.cli import cli
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from edgeformers.exporter import variants
 from edgeformers.runtime import pipeline
 from edgeformers.runtime.bundle import Bundle

@@ -11,6 +11,7 @@ import shutil
 import pytest
 import transformers
 from click.testing import CliRunner
+
 from edgeformers.runtime import InputError, pipeline
 from edgeformers.runtime.cli import cli
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import transformers
+
 from edgeformers.runtime import InputError, pipeline
 
 TEXTS = [

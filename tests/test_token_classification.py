@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import transformers
+
 from edgeformers.runtime import InputError, pipeline
 
 STRATEGIES = ["none", "simple", "first", "average", "max"]

@@ -11,6 +11,7 @@ import venv
 from pathlib import Path
 
 import pytest
+
 from edgeformers.runtime import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+
 from edgeformers.models.errors import InputError
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.devices import DevicePlan

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from edgeformers.runtime.tokenizer import TextTokenizer
 
 #: transformers' AggregationStrategy values, in its order.

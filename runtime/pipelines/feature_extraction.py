@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import InputError
 from edgeformers.runtime.pipelines.base import Pipeline, chunks, text_batch
 

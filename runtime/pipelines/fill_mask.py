@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.pipelines.base import (
     DEFAULT_BATCH_SIZE,

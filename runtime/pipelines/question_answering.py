@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.pipelines.base import Pipeline, check_top_k, chunks
 

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
 from edgeformers.models.errors import InputError
 from edgeformers.runtime.pipelines.base import Pipeline, length_batches, softmax
 from edgeformers.runtime.pipelines.entity_grouping import (
