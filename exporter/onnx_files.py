@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-DATA_SUFFIX = "_data"
+from edgeformers.models.dtypes import EXTERNAL_DATA_SUFFIX
+
 _TWO_GB = 2**31 - 1
 
 
 def data_file(graph: Path) -> Path:
-    return graph.with_name(graph.name + DATA_SUFFIX)
+    return graph.with_name(graph.name + EXTERNAL_DATA_SUFFIX)
 
 
 def graph_files(graph: Path) -> list[Path]:

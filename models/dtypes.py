@@ -38,6 +38,11 @@ def dtype_spec(name: str) -> DtypeSpec:
         ) from None
 
 
+#: A graph's external weights live beside it as ``<graph file name>_data`` (optimum's and
+#: transformers.js's naming: ``model.onnx`` + ``model.onnx_data``).
+EXTERNAL_DATA_SUFFIX = "_data"
+
+
 def onnx_file_name(component: str, dtype: str) -> str:
     """``("model", "q8")`` -> ``"model_quantized.onnx"``, the transformers.js file name."""
     return f"{component}{dtype_spec(dtype).suffix}.onnx"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeformers.models.dtypes import parse_onnx_file_name
+from edgeformers.models.dtypes import EXTERNAL_DATA_SUFFIX, parse_onnx_file_name
 from edgeformers.models.errors import BundleError, ChecksumError
 from edgeformers.models.processing import (
     sentence_transformers_settings,
@@ -66,6 +66,15 @@ class Bundle:
         if component not in variant.files:
             raise BundleError(f"{self.path}: variant {dtype!r} has no {component!r} graph")
         return self.path / variant.files[component]
+
+    def variant_bytes(self, dtype: str) -> int:
+        """Bytes on disk of a variant: its graphs and their external weights files."""
+        total = 0
+        for graph in self.variant(dtype).files.values():
+            for name in (graph, graph + EXTERNAL_DATA_SUFFIX):
+                if (self.path / name).is_file():
+                    total += (self.path / name).stat().st_size
+        return total
 
     def read_json(self, name: str, required: bool = False) -> dict[str, Any]:
         return read_json(self.path / name, required=required)

@@ -101,9 +101,8 @@ def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
         click.echo(f"labels:   {json.dumps({str(k): v for k, v in manifest.labels.items()}, ensure_ascii=False)}")
     click.echo("variants:")
     for dtype, variant in manifest.variants.items():
-        for component, name in variant.files.items():
-            size = (opened.path / name).stat().st_size
-            click.echo(f"  {dtype:<6} {component:<22} {name:<36} {size / 1e6:8.1f} MB")
+        files = ", ".join(variant.files.values())
+        click.echo(f"  {dtype:<6} {files:<40} {opened.variant_bytes(dtype) / 1e6:8.1f} MB (with weights)")
     if manifest.validation:
         click.echo("validation:")
         for dtype, report in manifest.validation.items():
