@@ -59,3 +59,18 @@ def parse_onnx_file_name(file_name: str, components: tuple[str, ...]) -> tuple[s
             if stem == component + spec.suffix:
                 return component, spec.name
     return None
+
+
+#: The variant to prefer per device when the caller asks for ``dtype="auto"``, best
+#: first: int8 kernels are the fast path on CPUs, fp16 on GPUs; CoreML runs fp32/fp16.
+RECOMMENDED_DTYPES: dict[str, tuple[str, ...]] = {
+    "cpu": ("q8", "int8", "uint8", "fp32"),
+    "cuda": ("fp16", "fp32", "q8"),
+    "coreml": ("fp16", "fp32"),
+}
+
+
+def recommended_dtype(device: str, available: list[str] | tuple[str, ...]) -> str | None:
+    """The best of ``available`` for ``device`` ("cuda:1" counts as "cuda"), or None."""
+    order = RECOMMENDED_DTYPES.get(device.split(":")[0], RECOMMENDED_DTYPES["cpu"])
+    return next((dtype for dtype in order if dtype in available), None)

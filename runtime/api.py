@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from edgeformers.models.dtypes import dtype_spec
+from edgeformers.models.dtypes import dtype_spec, recommended_dtype
 from edgeformers.models.errors import BundleError, UnsupportedTaskError
 from edgeformers.models.tasks import resolve_task
 from edgeformers.runtime.bundle import Bundle
@@ -32,7 +32,9 @@ def pipeline(
     """Load a bundle for ``task`` and return a callable pipeline.
 
     ``task`` may be an alias ("sentiment-analysis", "ner") or None to take the bundle's
-    own. ``dtype`` picks a variant ("fp32", "q8", "fp16" …). ``verify=True`` checks
+    own. ``dtype`` picks a variant ("fp32", "q8", "fp16" …): None takes fp32 when the
+    bundle has it (the reference export), "auto" the catalog's best for the device (q8 on
+    CPU, fp16 on CUDA). ``verify=True`` checks
     every file's sha256 against the manifest (sizes are always checked).
     """
     if model is None:
@@ -47,13 +49,16 @@ def pipeline(
             f"bundle {bundle.path} was exported for {bundle_task!r}, not {spec.name!r}; "
             f"re-export it with --task {spec.name}"
         )
+    plan = resolve_device(device, strict=strict)
+    available = list(bundle.manifest.variants)
     if dtype is None:
-        dtype = next((d for d in _DTYPE_PREFERENCE if d in bundle.manifest.variants), None)
-        if dtype is None:
-            raise BundleError(f"{bundle.path}: the manifest lists no variants")
+        dtype = next((d for d in _DTYPE_PREFERENCE if d in available), None)
+    elif dtype == "auto":
+        dtype = recommended_dtype(plan.device, available) or next(iter(available), None)
     else:
         dtype_spec(dtype)  # unknown names get the typed error listing the known ones
-    plan = resolve_device(device, strict=strict)
+    if dtype is None:
+        raise BundleError(f"{bundle.path}: the manifest lists no variants")
     cls = pipeline_class(spec.name)
     result = cls(bundle, dtype, plan, threads=threads, strict=strict)
     logger.info("loaded %s (%s) on %s", bundle.path, dtype, ", ".join(result.providers))

@@ -75,3 +75,15 @@ def test_a_provider_the_session_dropped_is_reported(bundle_factory):
     assert pipe.providers == ["CPUExecutionProvider"]
     with pytest.raises(DeviceError, match="dropped CUDAExecutionProvider"):
         TextClassificationPipeline(bundle, "fp32", plan, strict=True)
+
+
+def test_auto_dtype_takes_the_catalogs_best_variant_for_the_device(bundle_factory, cpu_only):
+    from edgeformers.models.dtypes import recommended_dtype
+    from edgeformers.runtime import pipeline
+
+    assert recommended_dtype("cpu", ["fp32", "q8", "fp16"]) == "q8"
+    assert recommended_dtype("cuda:1", ["fp32", "q8", "fp16"]) == "fp16"
+    assert recommended_dtype("coreml", ["q8"]) is None
+    _, path = bundle_factory("bert", "sequence-classification", "text-classification")
+    assert pipeline("text-classification", path, dtype="auto").dtype == "q8"
+    assert pipeline("text-classification", path).dtype == "fp32"  # None: the reference export
