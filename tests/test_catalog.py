@@ -83,3 +83,14 @@ def test_dtype_file_names_follow_transformers_js():
     assert parse_onnx_file_name("model_other.onnx", ("model",)) is None
     with pytest.raises(InputError, match="unknown dtype 'int3'.*fp32"):
         onnx_file_name("model", "int3")
+
+
+def test_length_batches_cap_rows_and_padding():
+    from edgeformers.runtime.pipelines.base import length_batches
+
+    assert list(length_batches([384, 265, 384, 384], 16)) == [[0, 2, 3], [1]]  # the short window alone
+    assert list(length_batches([10, 9, 10, 8, 10], 2)) == [[0, 2], [4, 1], [3]]
+    assert list(length_batches([24, 14, 20], 16)) == [[0, 2, 1]]  # a few pad tokens: one run
+    assert sorted(i for batch in length_batches(list(range(1, 40)), 8) for i in batch) == list(range(39))
+    with pytest.raises(InputError, match="batch_size"):
+        list(length_batches([1], -1))

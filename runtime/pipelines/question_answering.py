@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.pipelines.base import Pipeline, check_top_k, chunks
+from edgeformers.runtime.pipelines.base import Pipeline, check_top_k, length_batches
 
 _MAX_SEQ_LEN = 384  # transformers' cap on the window length
 _NULL_SCORE = 1000000.0  # transformers' starting "no answer" score: large and positive
@@ -127,14 +127,12 @@ class QuestionAnsweringPipeline(Pipeline):
             )
 
     def _logits(self, encodings: list[Any], batch_size: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(start, end) logits per window, unpadded. Windows are sorted by length so each
-        padded batch wastes little, and padded on the right whatever the tokenizer says:
+        """(start, end) logits per window, unpadded. Windows of similar length share a
+        batch (``length_batches``), padded on the right whatever the tokenizer says:
         transformers runs each window alone (unpadded), and left padding would shift the
         position ids of absolute-position models."""
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for part in chunks(len(order), batch_size):
-            rows = order[part]
+        for rows in length_batches([len(e.ids) for e in encodings], batch_size):
             batch = self.tokenizer.pad([encodings[i] for i in rows], padding_left=False)
             out = self.model.run(batch.feed(), _OUTPUTS)
             for row, index in enumerate(rows):
