@@ -6,17 +6,11 @@ from pathlib import Path
 
 import click
 
-from edgeformers.runtime.cli import fail_on_errors
+from edgeformers.runtime.cli import echo_reports, fail_on_errors
 
 
 def _progress(message: str) -> None:
     click.echo(message, err=True)
-
-
-def _print_reports(reports: dict[str, dict]) -> None:
-    for dtype, report in reports.items():
-        figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
-        click.echo(f"{dtype} vs {report.get('reference', '?')}: {figures}")
 
 
 @click.command("export")
@@ -43,7 +37,7 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
 
     manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
                       force=force, revision=revision, progress=_progress, external_data=not single_file)
-    _print_reports(manifest.validation)
+    echo_reports(manifest.validation)
 
 
 @click.command("quantize")
@@ -59,7 +53,7 @@ def quantize_command(bundle: Path, dtypes: str) -> None:
 
     manifest = add_variants(bundle, dtypes.split(","), progress=_progress)
     added = [d.strip() for d in dtypes.split(",") if d.strip()]
-    _print_reports({d: r for d, r in manifest.validation.items() if d in added})
+    echo_reports({d: r for d, r in manifest.validation.items() if d in added})
 
 
 @click.command("validate")
@@ -74,4 +68,4 @@ def validate_command(bundle: Path, source: str | None, atol: float | None) -> No
     require_export_extra()
     from edgeformers.exporter.validate import validate_bundle
 
-    _print_reports(validate_bundle(bundle, source=source, atol=atol))
+    echo_reports(validate_bundle(bundle, source=source, atol=atol))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from typing import Any
 
 import click
@@ -65,11 +64,7 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except EdgeformersError as err:  # only reached outside click's own handling
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(1)
+    cli()
 
 
 def fail_on_errors(func: Any) -> Any:
@@ -84,6 +79,13 @@ def fail_on_errors(func: Any) -> Any:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
 
     return wrapper
+
+
+def echo_reports(reports: dict[str, dict[str, Any]], indent: str = "") -> None:
+    """One line per variant's validation report: its figures, without the inputs used."""
+    for dtype, report in reports.items():
+        figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
+        click.echo(f"{indent}{dtype} vs {report.get('reference', '?')}: {figures}")
 
 
 def echo_json(data: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from edgeformers.models.errors import InputError
-from edgeformers.runtime.cli import echo_json, fail_on_errors
+from edgeformers.runtime.cli import echo_json, echo_reports, fail_on_errors
 
 
 def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
@@ -105,9 +105,7 @@ def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
         click.echo(f"  {dtype:<6} {files:<40} {opened.variant_bytes(dtype) / 1e6:8.1f} MB (with weights)")
     if manifest.validation:
         click.echo("validation:")
-        for dtype, report in manifest.validation.items():
-            figures = {k: v for k, v in report.items() if k not in ("texts", "reference", "inputs")}
-            click.echo(f"  {dtype:<6} vs {report.get('reference', '?'):<8} {json.dumps(figures)}")
+        echo_reports(manifest.validation, indent="  ")
     if verify:
         click.echo(f"checksums: all {len(manifest.files)} files match")
 
