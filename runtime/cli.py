@@ -20,6 +20,7 @@ _COMMANDS = {
     "quantize": "edgeformers.exporter.cli:quantize_command",
     "validate": "edgeformers.exporter.cli:validate_command",
     "bench": "edgeformers.runtime.cli_bench:bench_command",
+    "slim": "edgeformers.runtime.slim:slim_command",
     "run": "edgeformers.runtime.cli_commands:run_command",
     "inspect": "edgeformers.runtime.cli_commands:inspect_command",
     "tasks": "edgeformers.runtime.cli_commands:tasks_command",
@@ -31,7 +32,8 @@ _HELP = {
     "inspect": "Show a bundle's task, variants, file sizes and validation results.",
     "tasks": "List the tasks and which architecture families can do them.",
     "validate": "Check a bundle again: fp32 against PyTorch, variants against fp32.",
-    "bench": "Time a bundle's variants on this machine: load, first call, latency.",
+    "bench": "Time a bundle's variants on this machine and recommend one for it.",
+    "slim": "Copy a bundle keeping only some variants (what a device ships).",
 }
 
 
