@@ -95,20 +95,6 @@ def test_validate_checks_a_bundle_against_its_source_again(classifier):
     assert result.exit_code == 1 and "ValidationError" in result.output
 
 
-@pytest.mark.parametrize("arch, head, task", [
-    ("bert", "sequence-classification", "text-classification"),
-    ("roberta", "masked-lm", "fill-mask"),
-    ("bert", "question-answering", "question-answering"),
-])
-def test_bench_times_every_variant(bundle_factory, arch, head, task):
-    _, bundle = bundle_factory(arch, head, task)
-    result = invoke("bench", str(bundle), "--runs", "2", "--batch", "2", "--json")
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
-    assert [row["dtype"] for row in rows] == ["fp32", "q8"]
-    assert all(row["median_ms"] > 0 and row["providers"] for row in rows)
-
-
 def test_weights_live_beside_the_graph_unless_single_file(classifier, tmp_path):
     checkpoint, _ = classifier
     external, single = tmp_path / "external", tmp_path / "single"
