@@ -1,13 +1,13 @@
 """Checkpoint -> bundle, atomically: everything is written to a temporary folder beside
-OUTPUT and renamed into place only once export, validation and quantization all passed."""
+OUTPUT and swapped into place only once export, validation and quantization all passed
+(``output_dir`` owns the refusals, the lock and the crash-safe swap)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import math
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable
 from importlib import metadata
@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from edgeformers.exporter.onnx_files import restore, uses_external_data
+from edgeformers.exporter.output_dir import (
+    check_apart,
+    check_replaceable,
+    disk_full_error,
+    make_work_dir,
+    recover,
+    resolve_target,
+    swap_into_place,
+    write_lock,
+)
 from edgeformers.exporter.source import Source, resolve_source
 from edgeformers.exporter.validate import (
     compare_outputs,
@@ -58,32 +68,44 @@ def export(
 
     Fails with a typed error, leaving ``output`` exactly as it was, if the task is
     unknown or unsupported, the source is missing, or the fp32 graph differs from
-    PyTorch beyond ``atol`` (default: the architecture family's tolerance).
+    PyTorch beyond ``atol`` (default: the architecture family's tolerance). An existing
+    non-empty ``output`` needs ``force``, and even then only an edgeformers bundle holding
+    only its own files is replaced (see ``output_dir``); another process writing the same
+    ``output`` makes this call fail at once.
     ``external_data=False`` keeps each graph in one file (see ``onnx_files``).
     """
     step = progress or logger.info
     spec = resolve_task(task)
     wanted = parse_dtypes(dtypes)
-    output = Path(output)
-    if output.exists() and not force:
-        raise ExportError(f"OUTPUT {output} already exists; pass --force to replace it")
-    step(f"resolving {source}")
-    checkpoint = resolve_source(source, revision)
-    config = read_json(checkpoint.path / "config.json", required=True)
-    model_type = config.get("model_type")
-    if not isinstance(model_type, str):
-        raise ExportError(f"{checkpoint.path / 'config.json'}: missing field 'model_type'")
-    family = check_supports(model_type, spec.name)
-    _check_head(config, spec, checkpoint)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    _chmod_like_mkdir(work)
-    try:
-        manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data)
-        _replace(work, output)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    _check_atol(atol)
+    target = resolve_target(output)
+    if Path(source).expanduser().is_dir():
+        check_apart(target, Path(source).expanduser())
+    check_replaceable(target, force)
+    with write_lock(target):
+        recover(target)
+        check_replaceable(target, force)  # again: recover may have put a killed run's bundle back
+        step(f"resolving {source}")
+        checkpoint = resolve_source(source, revision)
+        check_apart(target, checkpoint.path)
+        config = read_json(checkpoint.path / "config.json", required=True)
+        model_type = config.get("model_type")
+        if not isinstance(model_type, str):
+            raise ExportError(f"{checkpoint.path / 'config.json'}: missing field 'model_type'")
+        family = check_supports(model_type, spec.name)
+        _check_head(config, spec, checkpoint)
+        work = make_work_dir(target)
+        try:
+            manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data)
+            swap_into_place(work, target)
+        except BaseException as err:
+            shutil.rmtree(work, ignore_errors=True)
+            full = disk_full_error(err, target, work)
+            if full is not None:
+                raise full from err
+            if isinstance(err, OSError):
+                raise ExportError(f"export to OUTPUT {target} failed, which is left as it was: {err}") from err
+            raise
     step(f"wrote {output}")
     return manifest
 
@@ -243,19 +265,7 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _chmod_like_mkdir(folder: Path) -> None:
-    """mkdtemp makes 0700 folders; a bundle should get the permissions mkdir would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-
-
-def _replace(work: Path, output: Path) -> None:
-    """Move the finished bundle into place; an existing OUTPUT is swapped out, not merged."""
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{work.name.rsplit('-', 1)[-1]}")
-        output.rename(old)
-        work.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        work.rename(output)
+def _check_atol(atol: float | None) -> None:
+    """A NaN tolerance would pass every comparison, a negative one fail every one."""
+    if atol is not None and not (math.isfinite(atol) and atol >= 0):
+        raise ExportError(f"--atol {atol} must be a finite number >= 0 (the max abs difference to PyTorch)")

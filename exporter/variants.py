@@ -9,17 +9,28 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from edgeformers.exporter.onnx_files import uses_external_data
+from edgeformers.exporter.output_dir import (
+    disk_full_error,
+    is_staging_leftover,
+    make_work_dir,
+    recover,
+    resolve_target,
+    swap_into_place,
+    write_lock,
+)
 from edgeformers.exporter.quantize import make_variant
 from edgeformers.exporter.validate import reference_inputs, run_onnx, task_agreement
-from edgeformers.models.dtypes import dtype_spec, onnx_file_name
+from edgeformers.models.dtypes import DTYPES, EXTERNAL_DATA_SUFFIX, dtype_spec, onnx_file_name
+from edgeformers.models.errors import ExportError
 from edgeformers.models.families import Family, check_supports
-from edgeformers.runtime.manifest import Manifest, Variant, describe_files
+from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest, Variant, describe_files
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +65,83 @@ def make_checked_variant(
 
 
 def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None) -> Manifest:
-    """Add variants to an existing bundle. Nothing changes on disk unless all succeed:
-    they are made in a staging folder and moved beside the fp32 graph at the end."""
+    """Add variants to an existing bundle, all or nothing, even if the process is killed.
+
+    The new bundle is assembled in a copy, a ``.BUNDLE.partial-*`` sibling (user files
+    kept; it needs the bundle's size in free space), and swapped in as a whole by
+    ``output_dir`` under the lock ``export`` takes: a reader sees the old bundle or the new.
+    """
     import transformers
 
     from edgeformers.runtime.bundle import Bundle
 
     step = progress or logger.info
-    bundle = Bundle.open(bundle_path, verify=True)
-    manifest = bundle.manifest
-    family = check_supports(manifest.model_type, manifest.task)
-    fp32 = bundle.onnx_path("fp32")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundle.path))
-    inputs = reference_inputs(tokenizer, manifest.processing.get("max_length"), manifest.inputs)
-    fp32_results = run_onnx(fp32, inputs)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=fp32.parent))
-    try:
-        for dtype in parse_dtypes(dtypes)[1:]:
-            step(f"making the {dtype} variant and checking it against fp32")
-            variant, report = make_checked_variant(bundle.path, fp32, dtype, family, inputs, fp32_results, staging)
-            manifest.variants[dtype] = variant
-            manifest.validation[dtype] = report
-        for made in staging.iterdir():
-            os.replace(made, fp32.parent / made.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    manifest.files = describe_files(bundle.path)
-    manifest.write(bundle.path)
+    wanted = parse_dtypes(dtypes)[1:]
+    if not wanted:
+        raise ExportError("quantize adds variants made from fp32: pass --dtype with one or more of "
+                          f"{', '.join(d for d in DTYPES if d != 'fp32')}")
+    target = resolve_target(bundle_path, role="BUNDLE")
+    with write_lock(target, role="BUNDLE"):
+        recover(target)
+        if not target.is_dir():
+            raise ExportError(f"BUNDLE {bundle_path} is not a folder; quantize needs an edgeformers bundle "
+                              "(make one with: edgeformers export SOURCE OUTPUT --task TASK)")
+        if not (target / MANIFEST_NAME).is_file():
+            raise ExportError(f"BUNDLE {bundle_path} has no {MANIFEST_NAME}: quantize needs an edgeformers bundle, "
+                              "not a plain ONNX folder (make one with: edgeformers export SOURCE OUTPUT --task TASK)")
+        bundle = Bundle.open(target, verify=True)
+        manifest = bundle.manifest
+        family = check_supports(manifest.model_type, manifest.task)
+        fp32 = bundle.onnx_path("fp32")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundle.path))
+        inputs = reference_inputs(tokenizer, manifest.processing.get("max_length"), manifest.inputs)
+        fp32_results = run_onnx(fp32, inputs)
+        work = make_work_dir(target)
+        try:
+            _copy_tree(target, work)
+            work_fp32 = work / fp32.relative_to(target)
+            staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_fp32.parent))
+            for dtype in wanted:
+                step(f"making the {dtype} variant and checking it against fp32")
+                variant, report = make_checked_variant(work, work_fp32, dtype, family, inputs, fp32_results, staging)
+                manifest.variants[dtype] = variant
+                manifest.validation[dtype] = report
+            ours = set(manifest.files)
+            for made in sorted(staging.iterdir()):
+                stale_data = work_fp32.parent / (made.name + EXTERNAL_DATA_SUFFIX)
+                if made.suffix == ".onnx" and not (staging / stale_data.name).exists():
+                    stale_data.unlink(missing_ok=True)  # a re-made variant that no longer has external data
+                os.replace(made, work_fp32.parent / made.name)
+                ours.add((work_fp32.parent / made.name).relative_to(work).as_posix())
+            staging.rmdir()
+            # Files the user dropped into the bundle stay unlisted, so `export --force` still refuses to delete them.
+            manifest.files = {name: entry for name, entry in describe_files(work).items() if name in ours}
+            manifest.write(work)
+            swap_into_place(work, target)
+        except BaseException as err:
+            shutil.rmtree(work, ignore_errors=True)
+            full = disk_full_error(err, target, work)
+            if full is not None:
+                raise full from err
+            if isinstance(err, OSError):
+                raise ExportError(f"quantize of BUNDLE {target} failed, which is left as it was: {err}") from err
+            raise
     return manifest
+
+
+def _copy_tree(source: Path, copy: Path) -> None:
+    """Copy a bundle into ``copy``, user files included, leftovers of killed runs not.
+
+    A real copy, not hard links: onnx refuses to load external weights that have more
+    than one link (its guard against hard-link attacks), which would break the copy and,
+    while it exists, any tool loading the live bundle."""
+
+    def copy_file(src: str, dst: str) -> None:
+        if not stat.S_ISREG(os.lstat(src).st_mode):
+            raise ExportError(f"{src} in the bundle is not a regular file; quantize copies only files")
+        shutil.copy2(src, dst)
+
+    def leftovers(folder: str, names: list[str]) -> list[str]:
+        return [name for name in names if is_staging_leftover(name)]
+
+    shutil.copytree(source, copy, symlinks=True, copy_function=copy_file, ignore=leftovers, dirs_exist_ok=True)

@@ -129,23 +129,20 @@ def test_export_refuses_to_overwrite_without_force(classifier, tmp_path):
 
 
 def test_failed_validation_leaves_output_untouched(classifier, tmp_path):
-    checkpoint, _ = classifier
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("precious")
+    checkpoint, bundle = classifier
+    out = Path(shutil.copytree(bundle, tmp_path / "out"))  # --force replaces only a bundle
+    before = snapshot(out)
     with pytest.raises(ValidationError, match="differs from PyTorch beyond atol=1e-12"):
         export(str(checkpoint), out, task="text-classification", atol=1e-12, force=True)
-    assert snapshot(out) == {"keep.txt": b"precious"}
+    assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
 
 
 def test_force_replaces_an_existing_bundle(classifier, tmp_path):
     checkpoint, _ = classifier
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    out = Path(shutil.copytree(classifier[1], tmp_path / "out"))
     export(str(checkpoint), out, task="text-classification", dtypes=["fp32"], force=True)
-    assert not (out / "stale.txt").exists() and (out / "edgeformers.json").is_file()
+    assert not (out / "onnx" / "model_quantized.onnx").exists() and (out / "edgeformers.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
