@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeformers.models.errors import BundleError
+
 # transformers' sentinel for "no limit" (VERY_LARGE_INTEGER).
 _UNSET_MAX_LENGTH = int(1e20)
+# Longest limit passed on (int32 positions); larger values are clamped.
+_LONGEST = 2**31 - 1
 # Families whose position ids start after the padding index (RoBERTa's padding_idx + 1).
 _POSITION_OFFSET = {"roberta": 2, "camembert": 2, "xlm-roberta": 2}
 
@@ -23,11 +27,11 @@ def text_max_length(config: dict[str, Any], tokenizer_config: dict[str, Any]) ->
     config's position embeddings when the tokenizer sets no limit.
     """
     limit = tokenizer_config.get("model_max_length")
-    if isinstance(limit, (int, float)) and 0 < limit < _UNSET_MAX_LENGTH:
-        return int(limit)
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and 1 <= limit < _UNSET_MAX_LENGTH:
+        return min(int(limit), _LONGEST)
     positions = config.get("max_position_embeddings")
-    if isinstance(positions, int) and positions > 0:
-        return positions - _POSITION_OFFSET.get(str(config.get("model_type")), 0)
+    if _is_int(positions) and positions > _POSITION_OFFSET.get(str(config.get("model_type")), 0):
+        return min(positions - _POSITION_OFFSET.get(str(config.get("model_type")), 0), _LONGEST)
     return None
 
 
@@ -57,6 +61,66 @@ def sentence_transformers_settings(
         return None
     normalize = any(str(m.get("type", "")).endswith(".Normalize") for m in modules or [])
     settings: dict[str, Any] = {"pooling": pooling, "normalize": normalize}
-    if sentence_bert_config and isinstance(sentence_bert_config.get("max_seq_length"), int):
-        settings["max_length"] = sentence_bert_config["max_seq_length"]
+    if sentence_bert_config and _is_int(sentence_bert_config.get("max_seq_length")) and (
+        sentence_bert_config["max_seq_length"] >= 1
+    ):
+        settings["max_length"] = min(sentence_bert_config["max_seq_length"], _LONGEST)
     return settings
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_config(config: dict[str, Any], where: str) -> None:
+    """Refuse config.json values the runtime would use and could not: ``model_type``,
+    ``architectures``, ``id2label``, ``pad_token_id``, ``problem_type``,
+    ``max_position_embeddings``, ``vocab_size``."""
+    def fail(name: str, expected: str) -> BundleError:
+        return BundleError(f"{where}: {name} should be {expected}, got {repr(config[name])[:60]}")
+
+    if "model_type" in config and (not isinstance(config["model_type"], str) or not config["model_type"]):
+        raise fail("model_type", "a non-empty string")
+    architectures = config.get("architectures")
+    if architectures is not None and not (
+        isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
+    ):
+        raise fail("architectures", "a list of class names")
+    id2label = config.get("id2label")
+    if id2label is not None:
+        if not isinstance(id2label, dict):
+            raise fail("id2label", "an object mapping class ids to names")
+        for key, value in id2label.items():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 10):
+                raise BundleError(f"{where}: id2label key {key!r:.60} is not a class id (a non-negative integer)")
+            if not isinstance(value, str):
+                raise BundleError(f"{where}: id2label.{key} should be a label name, got {value!r:.60}")
+    for name in ("pad_token_id",):
+        if config.get(name) is not None and not (_is_int(config[name]) and config[name] >= 0):
+            raise fail(name, "a non-negative token id or null")
+    for name in ("max_position_embeddings", "vocab_size"):
+        if config.get(name) is not None and not (_is_int(config[name]) and config[name] >= 1):
+            raise fail(name, "a positive integer or null")
+    problem = config.get("problem_type")
+    if problem is not None and problem not in ("single_label_classification", "multi_label_classification", "regression"):
+        raise fail("problem_type", "single_label_classification, multi_label_classification, regression or null")
+
+
+def check_tokenizer_config(config: dict[str, Any], where: str) -> None:
+    """``model_max_length`` a positive number or null (transformers' 1e30 means none);
+    ``padding_side`` left or right."""
+    limit = config.get("model_max_length")
+    if limit is not None and not (
+        isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == limit and limit > 0
+    ):
+        raise BundleError(f"{where}: model_max_length should be a positive number or null, got {limit!r:.60}")
+    side = config.get("padding_side")
+    if side is not None and side not in ("left", "right"):
+        raise BundleError(f"{where}: padding_side should be 'left' or 'right', got {side!r:.60}")
+
+
+def check_sentence_bert_config(config: dict[str, Any], where: str) -> None:
+    """``max_seq_length`` a positive integer or null."""
+    limit = config.get("max_seq_length")
+    if limit is not None and not (_is_int(limit) and limit >= 1):
+        raise BundleError(f"{where}: max_seq_length should be a positive integer or null, got {limit!r:.60}")

@@ -34,8 +34,11 @@ def pipeline(
     ``task`` may be an alias ("sentiment-analysis", "ner") or None to take the bundle's
     own. ``dtype`` picks a variant ("fp32", "q8", "fp16" …): None takes fp32 when the
     bundle has it (the reference export), "auto" the catalog's best for the device (q8 on
-    CPU, fp16 on CUDA). ``verify=True`` checks
-    every file's sha256 against the manifest (sizes are always checked).
+    CPU, fp16 on CUDA); only variants whose files are present count. ``verify=True``
+    checks the sha256 of every file the loaded variant reads (graphs, external weights,
+    tokenizer and config files) against the manifest, and refuses a file it reads that
+    the manifest does not list; sizes are always checked. A bundle with nothing to
+    verify (no manifest, or an empty ``files``) gives a ``UserWarning``.
     """
     if model is None:
         raise BundleError("pipeline() needs a bundle folder: pipeline(task, 'path/to/bundle')")
@@ -50,15 +53,18 @@ def pipeline(
             f"re-export it with --task {spec.name}"
         )
     plan = resolve_device(device, strict=strict)
-    available = list(bundle.manifest.variants)
+    # Only variants whose files are all there: a device may ship just the one it runs.
+    available = bundle.present_variants()
     if dtype is None:
-        dtype = next((d for d in _DTYPE_PREFERENCE if d in available), None)
+        dtype = next((d for d in _DTYPE_PREFERENCE if d in available), None) or next(iter(available), None)
     elif dtype == "auto":
         dtype = recommended_dtype(plan.device, available) or next(iter(available), None)
     else:
         dtype_spec(dtype)  # unknown names get the typed error listing the known ones
     if dtype is None:
-        raise BundleError(f"{bundle.path}: the manifest lists no variants")
+        listed = ", ".join(bundle.manifest.variants) or "none"
+        raise BundleError(f"{bundle.path}: none of the variants listed ({listed}) has its files in the folder")
+    bundle.variant(dtype)  # a listed but absent variant: which files are missing, which variants are here
     cls = pipeline_class(spec.name)
     result = cls(bundle, dtype, plan, threads=threads, strict=strict)
     logger.info("loaded %s (%s) on %s", bundle.path, dtype, ", ".join(result.providers))

@@ -34,11 +34,12 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dtype", default=None, help="Variant to load: fp32, q8, fp16 … (default: fp32 if present).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or coreml.")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back to CPU.")
+@click.option("--verify", is_flag=True, help="Check the sha256 of every file the variant reads first.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A pipeline argument, e.g. -o top_k=2 (value parsed as JSON when it parses).")
 @fail_on_errors
 def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: str | None, device: str,
-                strict: bool, options: tuple[str, ...]) -> None:
+                strict: bool, verify: bool, options: tuple[str, ...]) -> None:
     """Run BUNDLE on each INPUT; '-' reads one input per line from stdin. An INPUT that is
     a JSON object is passed as a dict, e.g. '{"question": "...", "context": "..."}'."""
     from edgeformers.runtime.api import pipeline
@@ -50,7 +51,7 @@ def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: 
         else:
             items.append(_input(item))
     kwargs = _parse_options(options)
-    pipe = pipeline(task, bundle, device=device, dtype=dtype, strict=strict)
+    pipe = pipeline(task, bundle, device=device, dtype=dtype, strict=strict, verify=verify)
     result = pipe(items[0] if len(items) == 1 else items, **kwargs)
     echo_json(_plain(result))
 
@@ -86,9 +87,13 @@ def _plain(value: Any) -> Any:
 @fail_on_errors
 def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
     """Show BUNDLE's task, variants, file sizes and validation results."""
+    import warnings
+
     from edgeformers.runtime.bundle import Bundle
 
-    opened = Bundle.open(bundle, verify=verify)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "nothing to verify" is its own line below
+        opened = Bundle.open(bundle, verify=verify)
     manifest = opened.manifest
     if as_json:
         echo_json(manifest.to_dict())
@@ -100,14 +105,26 @@ def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
     if manifest.labels:
         click.echo(f"labels:   {json.dumps({str(k): v for k, v in manifest.labels.items()}, ensure_ascii=False)}")
     click.echo("variants:")
+    present = opened.present_variants()
     for dtype, variant in manifest.variants.items():
         files = ", ".join(variant.files.values())
-        click.echo(f"  {dtype:<6} {files:<40} {opened.variant_bytes(dtype) / 1e6:8.1f} MB (with weights)")
+        if dtype in present:
+            # Checks the graphs and their external data (sha256 too with --verify).
+            click.echo(f"  {dtype:<6} {files:<40} {opened.variant_bytes(dtype) / 1e6:8.1f} MB (with weights)")
+        else:
+            missing = ", ".join(opened.missing_files(dtype))
+            click.echo(f"  {dtype:<6} {files:<40} listed but absent (missing: {missing})")
     if manifest.validation:
         click.echo("validation:")
         echo_reports(manifest.validation, indent="  ")
     if verify:
-        click.echo(f"checksums: all {len(manifest.files)} files match")
+        if opened.nothing_to_verify:
+            click.echo(f"checksums: nothing to verify: {opened.nothing_to_verify}")
+        else:
+            checked = manifest.shared_files() + [n for d in present for n in manifest.listed_files(d)]
+            absent = len(manifest.files) - len(set(checked) & set(manifest.files))
+            click.echo(f"checksums: all {len(set(checked) & set(manifest.files))} files present match"
+                       + (f" ({absent} files of absent variants not checked)" if absent else ""))
 
 
 @click.command("tasks")

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import BundleError, DeviceError
+from edgeformers.runtime.bundle_files import BundleFolder
 from edgeformers.runtime.devices import DevicePlan
+from edgeformers.runtime.onnx_scan import external_data_files
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ class OnnxModel:
     ) -> None:
         import onnxruntime
 
+        # edgeformers reads the graph's external-data locations itself and refuses any that
+        # leaves the graph's folder, before onnxruntime opens anything (onnx_scan).
+        folder = BundleFolder(path.parent)
+        path = folder.path(path.name, f"{path.parent}: ONNX graph")
+        external_data_files(folder, path.name, path, str(path))
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

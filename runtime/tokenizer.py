@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeformers.models.errors import BundleError
 from edgeformers.models.processing import special_token
-from edgeformers.runtime.bundle import read_json
+from edgeformers.runtime.bundle_files import MAX_TOKENIZER_BYTES, BundleFolder
 
 _SPECIAL_NAMES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token")
 
@@ -44,16 +44,20 @@ class TextTokenizer:
     def __init__(self, folder: Path, max_length: int | None) -> None:
         from tokenizers import Tokenizer
 
-        path = folder / "tokenizer.json"
-        if not path.is_file():
+        # Every file is read through the bundle's path checks and size limits (bundle_files).
+        files = BundleFolder(folder)
+        if not files.exists("tokenizer.json"):
             raise BundleError(
                 f"{folder}: tokenizer.json is missing; text bundles need a fast tokenizer "
                 "(re-export with edgeformers, which converts slow tokenizers)"
             )
+        serialized = files.read_bytes("tokenizer.json", MAX_TOKENIZER_BYTES)
         try:
-            base = Tokenizer.from_file(str(path))
-        except Exception as err:
-            raise BundleError(f"{path}: the tokenizers library cannot read it: {err}") from None
+            base = Tokenizer.from_str(serialized.decode("utf-8"))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # pyo3's PanicException is a BaseException
+            raise BundleError(f"{folder}/tokenizer.json: the tokenizers library cannot read it: {err}"[:500]) from None
         base.no_padding()
         base.no_truncation()
         self._serialized = base.to_str()
@@ -61,22 +65,22 @@ class TextTokenizer:
         self._variants: dict[tuple[int, int, str], Any] = {}
         self._lock = threading.Lock()
         self.max_length = max_length
-        config = read_json(folder / "tokenizer_config.json")
-        special_map = read_json(folder / "special_tokens_map.json")
+        config = files.read_json("tokenizer_config.json")
+        special_map = files.read_json("special_tokens_map.json")
         self.special_tokens: dict[str, str] = {}
         for name in _SPECIAL_NAMES:
             token = special_token(config, name) or special_token(special_map, name)
             if token is not None:
                 self.special_tokens[name] = token
         self.padding_left = config.get("padding_side") == "left"
-        self.pad_id = self._pad_id(folder)
+        self.pad_id = self._pad_id(files)
 
-    def _pad_id(self, folder: Path) -> int:
+    def _pad_id(self, files: BundleFolder) -> int:
         pad = self.special_tokens.get("pad_token")
         if pad is not None and self._base.token_to_id(pad) is not None:
             return int(self._base.token_to_id(pad))
-        config_pad = read_json(folder / "config.json").get("pad_token_id")
-        return int(config_pad) if isinstance(config_pad, int) else 0
+        config_pad = files.read_json("config.json").get("pad_token_id")
+        return int(config_pad) if isinstance(config_pad, int) and not isinstance(config_pad, bool) else 0
 
     def special_token_id(self, name: str) -> int | None:
         """The id of a special token by role ("mask_token", "cls_token" …), if it has one."""
