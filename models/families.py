@@ -64,7 +64,9 @@ _register(Family("deberta-v2", ("deberta-v2",), ENCODER_TASKS, atol=1e-3, subwor
 _register(Family("albert", ("albert",), ENCODER_TASKS, subword_style="unigram"))
 _register(Family("electra", ("electra",), ENCODER_TASKS))
 _register(Family("mpnet", ("mpnet",), ENCODER_TASKS))
-_register(Family("modernbert", ("modernbert",), ENCODER_TASKS, atol=1e-3, subword_style="bpe"))
+# optimum-onnx 0.1.0 has no question-answering export for ModernBERT (tests/test_families.py).
+_register(Family("modernbert", ("modernbert",), ENCODER_TASKS - {"question-answering"}, atol=1e-3,
+                 subword_style="bpe"))
 
 
 def family_for(model_type: str) -> Family:

@@ -28,7 +28,8 @@ def test_every_family_names_only_known_tasks_and_unique_model_types():
 def test_every_task_has_a_runtime_pipeline_class():
     for task in TASKS:
         assert task in PIPELINES, f"catalog task {task} has no runtime pipeline"
-        assert pipeline_class(task).task in (task, "text-classification")
+        assert pipeline_class(task).task == task, f"{task} is served by the {pipeline_class(task).task} pipeline"
+    assert len({pipeline_class(task) for task in TASKS}) == len(TASKS), "two tasks share one pipeline class"
 
 
 @pytest.mark.parametrize(
