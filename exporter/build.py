@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import shutil
-import warnings
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +24,7 @@ from edgeformers.exporter.output_dir import (
     swap_into_place,
     write_lock,
 )
+from edgeformers.exporter.quiet import quiet_export
 from edgeformers.exporter.source import Source, resolve_source
 from edgeformers.exporter.validate import (
     compare_outputs,
@@ -63,6 +63,7 @@ def export(
     revision: str | None = None,
     progress: Progress | None = None,
     external_data: bool = True,
+    allow_pickle: bool = False,
 ) -> Manifest:
     """Export ``source`` for ``task`` into the bundle folder ``output``; returns its manifest.
 
@@ -72,7 +73,8 @@ def export(
     non-empty ``output`` needs ``force``, and even then only an edgeformers bundle holding
     only its own files is replaced (see ``output_dir``); another process writing the same
     ``output`` makes this call fail at once.
-    ``external_data=False`` keeps each graph in one file (see ``onnx_files``).
+    ``external_data=False`` keeps each graph in one file (see ``onnx_files``). ``allow_pickle`` lets a
+    checkpoint without safetensors load its pickle weights (see ``source``).
     """
     step = progress or logger.info
     spec = resolve_task(task)
@@ -86,7 +88,7 @@ def export(
         recover(target)
         check_replaceable(target, force)  # again: recover may have put a killed run's bundle back
         step(f"resolving {source}")
-        checkpoint = resolve_source(source, revision)
+        checkpoint = resolve_source(source, revision, allow_pickle=allow_pickle)
         check_apart(target, checkpoint.path)
         config = read_json(checkpoint.path / "config.json", required=True)
         model_type = config.get("model_type")
@@ -192,9 +194,7 @@ def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int
     from optimum.exporters.onnx import main_export
 
     try:
-        with warnings.catch_warnings():
-            # torch's tracer narrates every data-dependent branch; validation checks the result.
-            warnings.simplefilter("ignore", category=_tracer_warning())
+        with quiet_export():
             main_export(
                 str(checkpoint),
                 output=str(output),
@@ -203,6 +203,7 @@ def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int
                 device="cpu",
                 do_validation=False,  # edgeformers validates every output itself, with per-family tolerances
                 library_name="transformers",
+                trust_remote_code=False,  # never run a checkpoint's own code (see exporter/source.py)
             )
     except EdgeformersError:
         raise
@@ -212,12 +213,6 @@ def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int
         raise ExportError(f"optimum wrote no model.onnx for {checkpoint} ({sorted(p.name for p in output.iterdir())})")
 
 
-def _tracer_warning() -> type[Warning]:
-    import torch
-
-    return getattr(torch.jit, "TracerWarning", Warning)
-
-
 def _ensure_fast_tokenizer(checkpoint: Path, work: Path) -> None:
     """The runtime reads only tokenizer.json: convert slow/sentencepiece tokenizers here."""
     if (work / "tokenizer.json").is_file():
@@ -225,7 +220,7 @@ def _ensure_fast_tokenizer(checkpoint: Path, work: Path) -> None:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True, trust_remote_code=False)
     except Exception as err:
         raise ExportError(f"{checkpoint}: could not load or convert its tokenizer to tokenizer.json: {err}") from err
     if not getattr(tokenizer, "is_fast", False):

@@ -9,6 +9,13 @@ import click
 from edgeformers.runtime.cli import echo_reports, fail_on_errors
 
 
+#: Pickle weights (pytorch_model.bin) are read with torch.load, which can run code.
+_allow_pickle = click.option(
+    "--allow-pickle", is_flag=True,
+    help="Load the checkpoint's pickle weights (pytorch_model.bin) when it has no safetensors; a pickle "
+         "from someone you do not trust can run code on this machine.")
+
+
 def _progress(message: str) -> None:
     click.echo(message, err=True)
 
@@ -26,9 +33,10 @@ def _progress(message: str) -> None:
 @click.option("--single-file", is_flag=True,
               help="Keep weights inside each .onnx file (default: beside it in .onnx_data, which loads "
                    "faster with less memory).")
+@_allow_pickle
 @fail_on_errors
 def export_command(source: str, output: Path, task: str, dtypes: str, opset: int | None, atol: float | None,
-                   revision: str | None, force: bool, single_file: bool) -> None:
+                   revision: str | None, force: bool, single_file: bool, allow_pickle: bool) -> None:
     """Export SOURCE (a Hub id or a checkpoint folder) to the bundle folder OUTPUT."""
     from edgeformers.exporter import require_export_extra
 
@@ -36,7 +44,8 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
     from edgeformers.exporter.build import export
 
     manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
-                      force=force, revision=revision, progress=_progress, external_data=not single_file)
+                      force=force, revision=revision, progress=_progress, external_data=not single_file,
+                      allow_pickle=allow_pickle)
     echo_reports(manifest.validation)
 
 
@@ -60,12 +69,13 @@ def quantize_command(bundle: Path, dtypes: str) -> None:
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--source", default=None, help="Checkpoint to compare with (default: the manifest's source).")
 @click.option("--atol", type=float, default=None, help="Max abs difference to PyTorch (default: the family's).")
+@_allow_pickle
 @fail_on_errors
-def validate_command(bundle: Path, source: str | None, atol: float | None) -> None:
+def validate_command(bundle: Path, source: str | None, atol: float | None, allow_pickle: bool) -> None:
     """Check BUNDLE again: fp32 against PyTorch, the other variants against fp32."""
     from edgeformers.exporter import require_export_extra
 
     require_export_extra()
     from edgeformers.exporter.validate import validate_bundle
 
-    echo_reports(validate_bundle(bundle, source=source, atol=atol))
+    echo_reports(validate_bundle(bundle, source=source, atol=atol, allow_pickle=allow_pickle))

@@ -48,10 +48,14 @@ def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, 
 
 
 def reference_tokenizer(folder: Path) -> Any:
-    """The bundle's own tokenizer, loaded by transformers: the reference side of validation."""
+    """The bundle's own tokenizer, loaded by transformers: the reference side of validation.
+    Never its own code: a folder whose tokenizer_config.json has ``auto_map`` is refused."""
     import transformers
 
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+    from edgeformers.exporter.source import refuse_custom_code
+
+    refuse_custom_code(folder, folder)
+    return transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
 def torch_outputs(
@@ -63,7 +67,7 @@ def torch_outputs(
 
     auto_class = getattr(transformers, f"AutoModelFor{spec.head}" if spec.head else "AutoModel")
     try:
-        model = auto_class.from_pretrained(str(checkpoint)).eval()
+        model = auto_class.from_pretrained(str(checkpoint), trust_remote_code=False).eval()
     except Exception as err:
         raise ExportError(f"{checkpoint}: transformers could not load it as {auto_class.__name__}: {err}") from err
     results = []
@@ -140,10 +144,13 @@ def task_agreement(
     return report
 
 
-def validate_bundle(bundle_path: str | Path, source: str | None = None, atol: float | None = None) -> dict[str, Any]:
+def validate_bundle(
+    bundle_path: str | Path, source: str | None = None, atol: float | None = None, allow_pickle: bool = False
+) -> dict[str, Any]:
     """Check an existing bundle again: fp32 against the PyTorch checkpoint (the manifest's
     source unless ``source`` names another), every other variant against fp32. Returns
-    the reports; raises :class:`ValidationError` if fp32 is beyond ``atol``."""
+    the reports; raises :class:`ValidationError` if fp32 is beyond ``atol``. The source is checked
+    like an export's: no custom code, pickle weights only with ``allow_pickle``."""
     from edgeformers.exporter.source import resolve_source
     from edgeformers.models.families import check_supports
     from edgeformers.models.tasks import resolve_task
@@ -155,7 +162,7 @@ def validate_bundle(bundle_path: str | Path, source: str | None = None, atol: fl
     origin = source or manifest.source.get("hub_id") or manifest.source.get("path")
     if not origin:
         raise ExportError(f"{bundle.path}: the manifest records no source; pass the checkpoint with --source")
-    checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"))
+    checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"), allow_pickle=allow_pickle)
     fp32 = bundle.onnx_path("fp32")
     inputs = reference_inputs(reference_tokenizer(bundle.path), manifest.processing.get("max_length"), manifest.inputs)
     fp32_results = run_onnx(fp32, inputs)

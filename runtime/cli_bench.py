@@ -296,10 +296,10 @@ def bench_command(bundle: Path, dtypes: str, device: str, batches: str, seq_lens
     passed validation."""
     from edgeformers.runtime.bundle import Bundle
     from edgeformers.runtime.devices import resolve_device
-    from edgeformers.runtime.slim import parse_dtypes, present_variants
+    from edgeformers.runtime.slim import parse_dtypes
 
     opened = Bundle.open(bundle)
-    present = present_variants(opened.path, opened.manifest)
+    present = opened.present_variants()
     names = present if dtypes.strip() == "all" else parse_dtypes(dtypes, present)
     sizes, lengths = parse_sizes(batches, "--batch"), parse_sizes(seq_lens, "--seq-len")
     limit = opened.manifest.processing.get("max_length")

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import click
 
-from edgeformers.models.dtypes import DTYPES, EXTERNAL_DATA_SUFFIX
+from edgeformers.models.dtypes import DTYPES
 from edgeformers.models.errors import BundleError, ChecksumError, InputError
+from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.cli import fail_on_errors
 from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest
 
@@ -33,23 +34,6 @@ _CHUNK = 1 << 20
 # ".OUTPUT.slim-<pid>-<random>": the pid lets a later slim tell a dead run's leftovers
 # from a live run's work in progress.
 _STAGING_MARK = ".slim-"
-
-
-def variant_file_names(manifest: Manifest, dtype: str) -> set[str]:
-    """The bundle paths a variant owns: its graphs and their external-data files."""
-    names: set[str] = set()
-    for graph in manifest.variants[dtype].files.values():
-        names.add(graph)
-        names.add(graph + EXTERNAL_DATA_SUFFIX)
-    return names
-
-
-def present_variants(folder: Path, manifest: Manifest) -> list[str]:
-    """Variants whose every graph is on disk (a bundle may have others removed by hand)."""
-    return [
-        dtype for dtype, variant in manifest.variants.items()
-        if all((folder / graph).is_file() for graph in variant.files.values())
-    ]
 
 
 def parse_dtypes(value: str, present: list[str]) -> list[str]:
@@ -79,19 +63,18 @@ def slim_bundle(
     """Write ``output``: the shared files of ``bundle`` plus only ``dtypes``' files, with
     the manifest restricted to them. ``output`` must not exist; on any failure nothing is
     left behind. Returns the new bundle's path."""
-    source = Path(bundle)
-    target = Path(output)
-    if not (source / MANIFEST_NAME).is_file():
+    opened = Bundle.open(bundle)  # the manifest validated, every path checked inside the folder
+    if not opened.has_manifest:
         raise BundleError(
-            f"{source} has no {MANIFEST_NAME}; slim needs an edgeformers bundle (its checksums are what "
+            f"{opened.path} has no {MANIFEST_NAME}; slim needs an edgeformers bundle (its checksums are what "
             "the copy is checked against): export it with edgeformers export first"
         )
-    manifest = Manifest.read(source)
-    present = present_variants(source, manifest)
+    present = opened.present_variants()
     keep = parse_dtypes(dtypes if isinstance(dtypes, str) else ",".join(dtypes), present)
+    target = Path(output)
     if os.path.lexists(target):
         raise BundleError(f"OUTPUT {target} already exists; slim writes a new bundle and never replaces a folder")
-    names = _files_to_copy(source, manifest, keep)
+    names = _files_to_copy(opened, keep)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_staging(target)
     work = target.parent / f".{target.name}{_STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}"
@@ -100,72 +83,60 @@ def slim_bundle(
         for name in names:
             if progress:
                 progress(f"copying {name}")
-            _copy_checked(source, work, name, manifest.files[name].sha256)
-        _slimmed_manifest(source, manifest, keep, names).write(work)
+            _copy_checked(opened, work, name)
+        _slimmed_manifest(opened, keep, names).write(work)
         if os.path.lexists(target):  # appeared while we copied
             raise BundleError(f"OUTPUT {target} appeared while slim was writing; it was left as it is")
         os.rename(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    logger.info("slimmed %s to %s (%s)", source, target, ", ".join(keep))
+    logger.info("slimmed %s to %s (%s)", opened.path, target, ", ".join(keep))
     return target
 
 
-def _files_to_copy(source: Path, manifest: Manifest, keep: list[str]) -> list[str]:
-    """Shared files (owned by no variant) plus the kept variants' files, all of which must
-    be recorded with a checksum, since slim copies only what it can check."""
-    owned = {dtype: variant_file_names(manifest, dtype) for dtype in manifest.variants}
-    every_owned = set().union(*owned.values()) if owned else set()
-    kept_owned = set().union(*(owned[d] for d in keep))
-    names = [name for name in manifest.files if name not in every_owned or name in kept_owned]
+def _files_to_copy(opened: Bundle, keep: list[str]) -> list[str]:
+    """The shared files plus every file the kept variants read (graphs, and the external
+    data their graphs name), each of which must be recorded with a checksum: slim copies
+    only what it can check."""
+    manifest = opened.manifest
+    names = list(manifest.shared_files())
     for dtype in keep:
-        for graph in manifest.variants[dtype].files.values():
-            if graph not in manifest.files:
-                raise BundleError(
-                    f"{source / MANIFEST_NAME}: variant {dtype!r} file {graph} has no size/sha256 entry in 'files'; "
-                    "slim copies only files it can check"
-                )
+        names += manifest.listed_files(dtype) + opened.variant_files(dtype)
     for name in names:
-        _inside(source, name)
-        if not (source / name).is_file():
-            raise BundleError(f"{source}: file {name} listed in {MANIFEST_NAME} is missing")
-    return sorted(names)
+        if name not in manifest.files:
+            raise BundleError(
+                f"{opened.path}/{MANIFEST_NAME}: {name} has no size/sha256 entry in 'files'; "
+                "slim copies only files it can check"
+            )
+    return sorted(set(names))
 
 
-def _inside(folder: Path, name: str) -> Path:
-    """A manifest path that stays inside the bundle (no absolute path, no ``..``)."""
-    path = Path(name)
-    if path.is_absolute() or ".." in path.parts or "\\" in name or not name:
-        raise BundleError(f"{folder / MANIFEST_NAME}: files entry {name!r} is not a relative path inside the bundle")
-    resolved = (folder / name).resolve()
-    if not resolved.is_relative_to(folder.resolve()):
-        raise BundleError(f"{folder / MANIFEST_NAME}: files entry {name!r} leads outside the bundle")
-    return resolved
-
-
-def _copy_checked(source: Path, work: Path, name: str, expected: str) -> None:
+def _copy_checked(opened: Bundle, work: Path, name: str) -> None:
     """Copy one file, hashing what is read; a mismatch with the manifest fails the slim."""
+    expected = opened.manifest.files[name].sha256
+    source = opened.file(name)  # inside the bundle, a regular file, the recorded size
     destination = work / name
     destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with (source / name).open("rb") as reader, destination.open("xb") as writer:
+    with source.open("rb") as reader, destination.open("xb") as writer:
         while block := reader.read(_CHUNK):
             digest.update(block)
             writer.write(block)
     if digest.hexdigest() != expected:
         raise ChecksumError(
-            f"{source / name}: sha256 {digest.hexdigest()[:12]}… differs from the {expected[:12]}… recorded in "
-            f"{MANIFEST_NAME}; the source bundle was modified, nothing was written"
+            f"{opened.path / name}: sha256 {digest.hexdigest()[:12]}… differs from the {expected[:12]}… recorded "
+            f"in {MANIFEST_NAME}; the source bundle was modified, nothing was written"
         )
-    shutil.copymode(source / name, destination)
+    shutil.copymode(source, destination)
 
 
-def _slimmed_manifest(source: Path, manifest: Manifest, keep: list[str], names: list[str]) -> Manifest:
+def _slimmed_manifest(opened: Bundle, keep: list[str], names: list[str]) -> Manifest:
     """The source manifest restricted to ``keep``; the provenance says where it came from."""
+    manifest = opened.manifest
     dropped = [dtype for dtype in manifest.variants if dtype not in keep]
     origin = dict(manifest.source)
-    origin["slimmed_from"] = {"bundle": str(source.resolve()), "kept": keep, "dropped": dropped}
+    origin["slimmed_from"] = {"bundle": str(opened.folder.root), "kept": keep, "dropped": dropped}
     return replace(
         manifest,
         variants={dtype: manifest.variants[dtype] for dtype in keep},

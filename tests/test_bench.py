@@ -72,7 +72,7 @@ def test_bench_writes_well_formed_json_and_a_table(bundle_factory, tmp_path):
 
 
 @pytest.mark.parametrize("arch, head, task", [
-    ("roberta", "masked-lm", "fill-mask"),
+    ("bert", "masked-lm", "fill-mask"),
     ("bert", "question-answering", "question-answering"),
 ])
 def test_bench_builds_inputs_of_the_asked_length_for_each_task(bundle_factory, arch, head, task):

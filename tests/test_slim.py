@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -110,10 +109,11 @@ def test_slim_of_a_variant_removed_by_hand_names_what_is_present(bundle, tmp_pat
 def test_slim_checks_each_copied_file_against_the_manifest(bundle, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
-    config = copy / "config.json"
-    text = config.read_text()
-    config.write_text(text.replace('"', "'", 1) if '"' in text else text + " ")  # same size, other bytes
-    with pytest.raises(ChecksumError, match="config.json"):
+    weights = copy / "onnx" / "model_quantized.onnx_data"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, one weight changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="model_quantized.onnx_data"):
         slim_module.slim_bundle(copy, tmp_path / "out", ["q8"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # no OUTPUT, no staging folder
 
@@ -143,9 +143,9 @@ def test_interrupted_slim_leaves_nothing_and_a_killed_ones_leftovers_are_cleaned
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.slim-notapid", "out"]
 
 
-def test_slim_needs_a_manifest(tmp_path):
-    folder = tmp_path / "foreign"
-    (folder / "onnx").mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+def test_slim_needs_a_manifest(bundle, tmp_path):
+    folder = tmp_path / "foreign"  # a transformers.js-style folder: the runtime opens it, slim cannot check it
+    shutil.copytree(bundle, folder)
+    (folder / MANIFEST_NAME).unlink()
     with pytest.raises(BundleError, match="slim needs an edgeformers bundle"):
         slim_module.slim_bundle(folder, tmp_path / "out", "fp32")
