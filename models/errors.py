@@ -25,6 +25,11 @@ class UnsupportedTaskError(EdgeformersError, ValueError):
     """An unknown task, or a task the model's architecture cannot do."""
 
 
+class ModelOutputError(EdgeformersError):
+    """An ONNX graph failed while running, or gave outputs no result can come from (NaN or
+    infinite values, e.g. an fp16 overflow): the error names the graph and the output."""
+
+
 class DeviceError(EdgeformersError):
     """A requested device is unavailable and ``strict=True`` forbade the CPU fallback."""
 

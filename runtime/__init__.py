@@ -14,6 +14,7 @@ from edgeformers.models.errors import (
     DeviceError,
     EdgeformersError,
     InputError,
+    ModelOutputError,
     UnsupportedTaskError,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "DeviceError",
     "EdgeformersError",
     "InputError",
+    "ModelOutputError",
     "UnsupportedTaskError",
     "pipeline",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edgeformers.models.errors import InputError
+from edgeformers.models.errors import InputError, ModelOutputError
 from edgeformers.runtime.cli import echo_json, echo_reports, fail_on_errors
 
 
@@ -53,7 +53,17 @@ def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: 
     kwargs = _parse_options(options)
     pipe = pipeline(task, bundle, device=device, dtype=dtype, strict=strict, verify=verify)
     result = pipe(items[0] if len(items) == 1 else items, **kwargs)
-    echo_json(_plain(result))
+    _echo_result(_plain(result))
+
+
+def _echo_result(result: Any) -> None:
+    """The result as strict JSON: a NaN or infinity (which the session checks already
+    refuse) would be invalid JSON, so it is an error line, never printed."""
+    try:
+        text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as err:
+        raise ModelOutputError(f"the result holds a value JSON cannot carry ({err}); nothing was printed") from None
+    click.echo(text)
 
 
 def _input(text: str) -> Any:

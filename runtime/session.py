@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeformers.models.errors import BundleError, DeviceError
+from edgeformers.models.errors import BundleError, DeviceError, ModelOutputError
 from edgeformers.runtime.bundle_files import BundleFolder
 from edgeformers.runtime.devices import DevicePlan
 from edgeformers.runtime.onnx_scan import external_data_files
@@ -83,4 +83,24 @@ class OnnxModel:
             value = feed[name]
             inputs[name] = value.astype(kind, copy=False) if kind is not None else value
         names = outputs or self.output_names
-        return dict(zip(names, self.session.run(names, inputs)))
+        try:
+            values = self.session.run(names, inputs)
+        except Exception as err:  # onnxruntime's own untyped errors (Fail, InvalidArgument ...)
+            shapes = {name: tuple(value.shape) for name, value in inputs.items()}
+            raise ModelOutputError(f"{self.path.name}: onnxruntime failed on inputs of shapes {shapes}: {err}") from None
+        results = dict(zip(names, values))
+        for name, value in results.items():
+            check_finite(value, self.path.name, name)
+        return results
+
+
+def check_finite(value: np.ndarray, graph: str, output: str) -> None:
+    """Refuse NaN/inf outputs (an fp16 overflow, a broken export) before they turn into
+    labels, scores or invalid JSON. A float64 sum is one pass, propagates NaN and inf,
+    and cannot overflow on float32/float16 values."""
+    if value.dtype.kind == "f" and value.size and not np.isfinite(value.sum(dtype=np.float64)):
+        bad = int(np.count_nonzero(~np.isfinite(value)))
+        raise ModelOutputError(
+            f"{graph}: output {output!r} has {bad} non-finite values (NaN or inf) of {value.size}; "
+            "the graph or this variant is broken for this input (an fp16 variant may overflow: try fp32)"
+        )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeformers.models.errors import BundleError
+from edgeformers.models.errors import BundleError, InputError
 from edgeformers.models.processing import special_token
 from edgeformers.runtime.bundle_files import MAX_TOKENIZER_BYTES, BundleFolder
 
@@ -139,16 +139,26 @@ class TextTokenizer:
         is_pretokenized: bool = False,
     ) -> list[Any]:
         """Encodings (with ``.overflowing`` windows when truncated); with
-        ``is_pretokenized`` each text is a list of words."""
+        ``is_pretokenized`` each text is a list of words. Whatever the ``tokenizers`` library
+        refuses (its ValueError, TypeError, or a Rust panic) comes out as ``InputError``."""
         limit = (max_length or self.max_length) if truncation else None
-        tokenizer = self._configured(limit, stride, strategy)
         inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs))
-        return tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)
+        try:
+            tokenizer = self._configured(limit, stride, strategy)
+            return tokenizer.encode_batch(
+                inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # pyo3's PanicException is a BaseException
+            raise InputError(f"the tokenizer cannot encode these inputs: {type(err).__name__}: {err}") from None
 
-    def pad(self, encodings: list[Any], padding_left: bool | None = None) -> Batch:
-        """Pad to the longest sequence of this batch, not to the model maximum, on the
-        tokenizer's side unless ``padding_left`` says otherwise."""
-        left = self.padding_left if padding_left is None else padding_left
+    def pad(self, encodings: list[Any]) -> Batch:
+        """Pad to the longest sequence of this batch, not to the model maximum, always on
+        the right, whatever ``padding_side`` says. transformers runs one input per forward
+        pass (no padding); right padding behind the attention mask reproduces that, while
+        left padding would shift the position ids of absolute-position models (BERT).
+        ``padding_side`` only decides what transformers decides with it: QA's order."""
         width = max((len(e.ids) for e in encodings), default=0)
         shape = (len(encodings), width)
         ids = np.full(shape, self.pad_id, dtype=np.int64)
@@ -156,10 +166,9 @@ class TextTokenizer:
         types = np.zeros(shape, dtype=np.int64)
         for row, encoding in enumerate(encodings):
             n = len(encoding.ids)
-            cols = slice(width - n, width) if left else slice(0, n)
-            ids[row, cols] = encoding.ids
-            mask[row, cols] = encoding.attention_mask
-            types[row, cols] = encoding.type_ids
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = encoding.attention_mask
+            types[row, :n] = encoding.type_ids
         return Batch(ids, mask, types, list(encodings))
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> Batch:

@@ -152,8 +152,8 @@ def test_bad_inputs(pair):
     for targets in ([], "", [""], 7, ["ok", None]):
         with pytest.raises(InputError, match="targets"):
             ours(text, targets=targets)
-    with pytest.raises(InputError, match=r"tokenizer_kwargs \['padding'\]"):
-        ours(text, tokenizer_kwargs={"padding": True})
+    with pytest.raises(InputError, match=r"tokenizer_kwargs \['stride'\]"):
+        ours(text, tokenizer_kwargs={"stride": 2})
     with pytest.raises(InputError, match=r"inputs\[0\] is int"):
         ours([3])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,10 +18,22 @@ from edgeformers.runtime.tokenizer import TextTokenizer
 DEFAULT_BATCH_SIZE = 16
 
 
+#: Arguments transformers' ``Pipeline.__call__`` takes for every task. ``num_workers``
+#: sizes its DataLoader; here batches run in the calling thread, so it changes nothing.
+COMMON_ARGUMENTS = ("num_workers",)
+
+
 class Pipeline:
-    """Base of the task pipelines. Subclasses set ``task`` and implement ``__call__``."""
+    """Base of the task pipelines. Subclasses set ``task`` and implement ``__call__`` with
+    their real arguments; the base checks every call against that signature first
+    (:func:`checked_call`), so a bad argument is an ``InputError``, never a ``TypeError``."""
 
     task: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            cls.__call__ = checked_call(cls.__dict__["__call__"])  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -59,22 +73,109 @@ class Pipeline:
         )
 
 
+def checked_call(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call`` behind the checks every pipeline shares: arguments bound to its signature
+    (an unknown name is an ``InputError`` listing the accepted ones), ``batch_size`` an int
+    >= 1, and transformers' ``num_workers`` accepted and dropped."""
+    signature = inspect.signature(call)
+    named = [
+        p.name for p in list(signature.parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    accepted = ", ".join(named + list(COMMON_ARGUMENTS))
+
+    @functools.wraps(call)
+    def checked(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        for name in COMMON_ARGUMENTS:
+            check_count(name, kwargs.pop(name, None), minimum=0)
+        unknown = [name for name in kwargs if name not in named]
+        if unknown:
+            raise InputError(
+                f"{self.task} got unknown argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; it accepts: {accepted}"
+            )
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as err:  # missing inputs, too many positional arguments
+            raise InputError(f"{self.task}: {err}; it accepts: {accepted}") from None
+        check_count("batch_size", bound.arguments.get("batch_size"))
+        return call(self, *args, **kwargs)
+
+    return checked
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> None:
+    """``value`` is None or an int >= ``minimum`` (not a bool, float or numeric string)."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum} (or None for the default), got {value!r}")
+
+
+def check_text(text: str, where: str) -> str:
+    """Refuse what the ``tokenizers`` library cannot take: a string that is not valid
+    Unicode (a lone surrogate such as ``"\\ud800"``; transformers fails there with a
+    TypeError). Every text a pipeline tokenizes comes through here."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InputError(
+                f"{where} has a lone surrogate {text[err.start]!r} at position {err.start}, which is not valid "
+                "Unicode text; decode the source with errors='replace' or drop it"
+            ) from None
+    return text
+
+
 def text_batch(inputs: Any, name: str = "inputs") -> tuple[list[str], bool]:
     """``(texts, was_single)`` for a string or a list of strings; anything else is refused."""
     if isinstance(inputs, str):
-        return [inputs], True
+        return [check_text(inputs, name)], True
     if isinstance(inputs, (list, tuple)):
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
                 raise InputError(f"{name}[{index}] is {type(item).__name__}; expected a string")
+            check_text(item, f"{name}[{index}]")
         return list(inputs), False
     raise InputError(f"{name} is {type(inputs).__name__}; expected a string or a list of strings")
 
 
+def check_fits(encodings: Sequence[Any], limit: int | None, hint: str = "pass truncation=True") -> None:
+    """With truncation off, an input longer than the model maximum is refused here, naming
+    it, instead of failing inside the graph (position embeddings run out)."""
+    if not limit:
+        return
+    for index, encoding in enumerate(encodings):
+        if len(encoding.ids) > limit:
+            raise InputError(
+                f"inputs[{index}] is {len(encoding.ids)} tokens, longer than the model's {limit}-token maximum; "
+                f"shorten it or {hint}"
+            )
+
+
+#: transformers' truncation values -> the ``tokenizers`` strategy (None: no truncation).
+TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+              "only_second": "only_second", False: None, "do_not_truncate": None}
+#: transformers' padding values. Batches here are always padded to their longest row
+#: behind the attention mask, so each value gives the results transformers gives.
+PADDING = (True, False, "longest", "max_length", "do_not_pad")
+
+
+def truncation_strategy(value: Any) -> str | None:
+    """The ``tokenizers`` strategy for transformers' ``truncation`` argument, or None."""
+    if not isinstance(value, (bool, str)) or value not in TRUNCATION:
+        raise InputError(f"truncation must be one of {', '.join(map(repr, TRUNCATION))}; got {value!r}")
+    return TRUNCATION[value]
+
+
+def check_padding(value: Any) -> None:
+    if not isinstance(value, (bool, str)) or value not in PADDING:
+        raise InputError(f"padding must be one of {', '.join(map(repr, PADDING))}; got {value!r}")
+
+
 def chunks(count: int, batch_size: int | None) -> Iterator[slice]:
+    check_count("batch_size", batch_size)
     size = batch_size or DEFAULT_BATCH_SIZE
-    if size < 1:
-        raise InputError(f"batch_size must be at least 1, got {size}")
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
 
@@ -89,9 +190,8 @@ MIN_PADDING_SPLIT = 32
 def length_batches(lengths: Sequence[int], batch_size: int | None) -> Iterator[list[int]]:
     """Indices grouped longest first into batches of at most ``batch_size`` rows of
     similar length, so per-batch padding stays small. Callers put results back by index."""
+    check_count("batch_size", batch_size)
     size = batch_size or DEFAULT_BATCH_SIZE
-    if size < 1:
-        raise InputError(f"batch_size must be at least 1, got {size}")
     batch: list[int] = []
     for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         if batch:

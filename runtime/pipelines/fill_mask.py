@@ -17,10 +17,15 @@ from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.pipelines.base import (
     DEFAULT_BATCH_SIZE,
     Pipeline,
+    check_count,
+    check_fits,
+    check_padding,
+    check_text,
     check_top_k,
     length_batches,
     softmax,
     text_batch,
+    truncation_strategy,
 )
 
 logger = logging.getLogger(__name__)
@@ -29,7 +34,7 @@ DEFAULT_TOP_K = 5
 # Without an explicit batch_size, batches shrink so the (rows, tokens, vocab) float32
 # logits of one run stay under this many bytes (a 250k vocab at 512 tokens is 0.5 GB a row).
 _LOGITS_BUDGET = 256 << 20
-_TOKENIZER_KWARGS = ("truncation", "max_length")
+_TOKENIZER_KWARGS = ("truncation", "max_length", "padding")
 
 
 def clean_up_tokenization(text: str) -> str:
@@ -96,10 +101,8 @@ class FillMaskPipeline(Pipeline):
         for group in length_batches(lengths, batch_size or self._default_batch_size(lengths)):
             batch = self.tokenizer.pad([encodings[i] for i in group])
             logits = self.model.run(batch.feed(), ["logits"])["logits"]
-            width = batch.input_ids.shape[1]
             for row, index in enumerate(group):
-                shift = width - lengths[index] if self.tokenizer.padding_left else 0
-                rows = logits[row, [p + shift for p in positions[index]]].astype(np.float32)
+                rows = logits[row, positions[index]].astype(np.float32)
                 results[index] = self._postprocess(encodings[index].ids, positions[index], rows, top_k, target_ids)
         if single or len(results) == 1:
             return results[0]
@@ -112,6 +115,8 @@ class FillMaskPipeline(Pipeline):
             targets = [targets]
         if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
             raise InputError(f"targets is {targets!r}; expected a string or a list of strings")
+        for index, target in enumerate(targets):
+            check_text(target, f"targets[{index}]")
         ids: list[int] = []
         for target in targets:
             token_id = self.tokenizer.token_to_id(target)
@@ -137,25 +142,16 @@ class FillMaskPipeline(Pipeline):
         if tokenizer_kwargs is not None and not isinstance(tokenizer_kwargs, dict):
             raise InputError(f"tokenizer_kwargs is {tokenizer_kwargs!r}; expected a dict such as {{'truncation': True}}")
         options = dict(tokenizer_kwargs or {})
-        unknown = sorted(set(options) - set(_TOKENIZER_KWARGS))
+        unknown = sorted(map(str, set(options) - set(_TOKENIZER_KWARGS)))
         if unknown:
             raise InputError(
                 f"tokenizer_kwargs {unknown} are not supported; the runtime takes {list(_TOKENIZER_KWARGS)}"
             )
-        truncation = options.get("truncation", False)
-        if truncation not in (True, False, "longest_first", "only_first"):
-            raise InputError(f"tokenizer_kwargs truncation={truncation!r}; expected True or False")
-        max_length = options.get("max_length")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise InputError(f"tokenizer_kwargs max_length={max_length!r}; expected a positive integer")
-        encodings = self.tokenizer.encode(texts, truncation=bool(truncation), max_length=max_length)
-        limit = self.tokenizer.max_length
-        for index, encoding in enumerate(encodings):
-            if limit and len(encoding.ids) > limit:
-                raise InputError(
-                    f"inputs[{index}] is {len(encoding.ids)} tokens, longer than the model's {limit}; "
-                    'shorten it or pass tokenizer_kwargs={"truncation": True}'
-                )
+        check_padding(options.get("padding", False))
+        check_count("max_length", options.get("max_length"))
+        truncate = truncation_strategy(options.get("truncation", False)) is not None
+        encodings = self.tokenizer.encode(texts, truncation=truncate, max_length=options.get("max_length"))
+        check_fits(encodings, self.tokenizer.max_length, 'pass tokenizer_kwargs={"truncation": True}')
         return encodings
 
     def _default_batch_size(self, lengths: list[int]) -> int:

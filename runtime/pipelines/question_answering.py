@@ -9,12 +9,20 @@ text are merged by summing their scores, across windows too), so results match i
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.pipelines.base import Pipeline, check_top_k, length_batches
+from edgeformers.runtime.pipelines.base import (
+    Pipeline,
+    check_count,
+    check_padding,
+    check_text,
+    check_top_k,
+    length_batches,
+)
 
 _MAX_SEQ_LEN = 384  # transformers' cap on the window length
 _NULL_SCORE = 1000000.0  # transformers' starting "no answer" score: large and positive
@@ -41,13 +49,15 @@ class QuestionAnsweringPipeline(Pipeline):
         *args: Any,
         question: str | list[str] | None = None,
         context: str | list[str] | None = None,
-        top_k: int = 1,
+        top_k: int | None = None,
         doc_stride: int | None = None,
-        max_answer_len: int = 15,
+        max_answer_len: int | None = None,
         max_seq_len: int | None = None,
-        max_question_len: int = 64,
-        handle_impossible_answer: bool = False,
-        align_to_words: bool = True,
+        max_question_len: int | None = None,
+        handle_impossible_answer: bool | None = None,
+        align_to_words: bool | None = None,
+        padding: bool | str | None = None,
+        topk: int | None = None,
         batch_size: int | None = None,
     ) -> Any:
         """Answer each question from its context: ``{score, start, end, answer}`` with
@@ -56,11 +66,23 @@ class QuestionAnsweringPipeline(Pipeline):
         Inputs as transformers takes them: ``question=``/``context=`` (strings, or lists),
         a ``{"question", "context"}`` dict, a list of dicts, or ``(question, context)``.
         ``max_question_len`` is accepted and, as in transformers with fast tokenizers,
-        unused. A single example gives a single result, several give a list.
+        unused; so is ``padding`` (windows are padded per batch behind the attention mask).
+        None means transformers' default for every argument (top_k 1, max_answer_len 15,
+        align_to_words True); the deprecated ``topk`` still works, with a warning.
+        A single example gives a single result, several give a list.
         """
         examples = question_answer_examples(args, question, context)
+        if topk is not None and top_k is None:
+            warnings.warn("topk is deprecated (as in transformers); use top_k", FutureWarning, stacklevel=3)
+            top_k = topk
+        top_k = 1 if top_k is None else top_k
+        max_answer_len = 15 if max_answer_len is None else max_answer_len
+        align_to_words = True if align_to_words is None else align_to_words
         check_top_k(top_k, allow_none=False)
         _check_positive("max_answer_len", max_answer_len)
+        check_count("max_question_len", max_question_len)
+        if padding is not None:
+            check_padding(padding)
         max_seq_len, doc_stride = self._window_sizes(max_seq_len, doc_stride)
         windows = self._windows(examples, max_seq_len, doc_stride)
         flat = [encoding for group in windows for encoding in group]
@@ -133,7 +155,7 @@ class QuestionAnsweringPipeline(Pipeline):
         position ids of absolute-position models."""
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for rows in length_batches([len(e.ids) for e in encodings], batch_size):
-            batch = self.tokenizer.pad([encodings[i] for i in rows], padding_left=False)
+            batch = self.tokenizer.pad([encodings[i] for i in rows])
             out = self.model.run(batch.feed(), _OUTPUTS)
             for row, index in enumerate(rows):
                 n = len(encodings[index].ids)
@@ -281,6 +303,7 @@ def _example(item: Any, index: int) -> tuple[str, str]:
             raise InputError(f"inputs[{index}]['{key}'] is {type(value).__name__}; expected a string")
         if not value:
             raise InputError(f"{key} {index} is empty; pass a non-empty {key} string")
+        check_text(value, f"inputs[{index}]['{key}']")
     return item["question"], item["context"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -9,10 +10,15 @@ import numpy as np
 from edgeformers.models.errors import InputError
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
+    check_count,
+    check_fits,
+    check_padding,
+    check_text,
     check_top_k,
     chunks,
     sigmoid,
     softmax,
+    truncation_strategy,
 )
 
 _UNSET: Any = object()
@@ -34,11 +40,16 @@ class TextClassificationPipeline(Pipeline):
             return "softmax"
         return "none"
 
-    def logits(self, texts: list[str], pairs: list[str] | None = None, truncation: bool = True,
-               batch_size: int | None = None) -> np.ndarray:
+    def logits(self, texts: list[str], pairs: list[str] | None = None, truncation: Any = True,
+               batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
+        strategy = truncation_strategy(truncation)
+        check_count("max_length", max_length)
+        encodings = self.tokenizer.encode(texts, pairs, truncation=strategy is not None, max_length=max_length,
+                                          strategy=strategy or "longest_first")
+        check_fits(encodings, self.tokenizer.max_length)
         rows = []
         for part in chunks(len(texts), batch_size):
-            batch = self.tokenizer(texts[part], None if pairs is None else pairs[part], truncation=truncation)
+            batch = self.tokenizer.pad(encodings[part])
             rows.append(self.model.run(batch.feed(), ["logits"])["logits"])
         return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, len(self.labels)), np.float32)
 
@@ -47,15 +58,27 @@ class TextClassificationPipeline(Pipeline):
         inputs: Any,
         top_k: Any = _UNSET,
         function_to_apply: str | None = None,
-        truncation: bool = True,
+        return_all_scores: bool | None = None,
+        truncation: bool | str = True,
+        padding: bool | str = False,
+        max_length: int | None = None,
         batch_size: int | None = None,
     ) -> Any:
         """Like transformers: without ``top_k`` a string gives ``[{label, score}]`` (the
         best label), a list gives one such dict per text; with ``top_k`` (None = all)
-        each text gets a sorted list."""
+        each text gets a sorted list. The deprecated ``return_all_scores=True`` gives every
+        label in label order, nested as transformers nests it (``[[...]]`` for a string).
+        ``padding`` is accepted for transformers' sake: batches are always padded per batch."""
         legacy = top_k is _UNSET
         if not legacy:
             check_top_k(top_k)
+        elif return_all_scores is not None:
+            if not isinstance(return_all_scores, bool):
+                raise InputError(f"return_all_scores must be True or False, got {return_all_scores!r}")
+            warnings.warn("return_all_scores is deprecated (as in transformers); use top_k=None for all labels",
+                          FutureWarning, stacklevel=3)
+        all_scores = legacy and bool(return_all_scores)
+        check_padding(padding)
         texts, pairs, single = _text_inputs(inputs)
         function = (function_to_apply or self.default_function())
         function = getattr(function, "value", function)  # accept transformers' ClassificationFunction
@@ -65,22 +88,21 @@ class TextClassificationPipeline(Pipeline):
             raise InputError(
                 f"function_to_apply {function_to_apply!r} is unknown; expected 'softmax', 'sigmoid' or 'none'"
             ) from None
-        scores = activate(self.logits(texts, pairs, truncation, batch_size))
-        results = [self._postprocess(row, None if legacy else top_k, legacy) for row in scores]
+        scores = activate(self.logits(texts, pairs, truncation, batch_size, max_length))
+        results = [self._postprocess(row, None if legacy else top_k, legacy, all_scores) for row in scores]
         if single:
-            # transformers wraps a lone string's best label in a list, but not a lone pair
+            # transformers wraps a lone string's legacy result in a list, but not a lone pair
             return [results[0]] if legacy and isinstance(inputs, str) else results[0]
         return results
 
-    def _postprocess(self, scores: np.ndarray, top_k: int | None, legacy: bool) -> Any:
+    def _postprocess(self, scores: np.ndarray, top_k: int | None, legacy: bool, all_scores: bool) -> Any:
+        labelled = [{"label": self.label(i), "score": float(s)} for i, s in enumerate(scores)]
+        if all_scores:
+            return labelled
         if legacy:
             best = int(scores.argmax())
             return {"label": self.label(best), "score": float(scores[best])}
-        ranked = sorted(
-            ({"label": self.label(i), "score": float(s)} for i, s in enumerate(scores)),
-            key=lambda item: item["score"],
-            reverse=True,
-        )
+        ranked = sorted(labelled, key=lambda item: item["score"], reverse=True)
         return ranked if top_k is None else ranked[:top_k]
 
 
@@ -93,17 +115,19 @@ def _text_inputs(inputs: Any) -> tuple[list[str], list[str] | None, bool]:
     texts: list[str] = []
     pairs: list[str | None] = []
     for index, item in enumerate(items):
+        where = "inputs" if single else f"inputs[{index}]"
         if isinstance(item, dict):
             text, pair = item.get("text"), item.get("text_pair")
-            if not isinstance(text, str) or not isinstance(pair, (str, type(None))):
-                raise InputError(f"inputs[{index}] is {item!r}; expected {{'text': str, 'text_pair': str}}")
-            texts.append(text)
-            pairs.append(pair)
+            unknown = sorted(map(str, set(item) - {"text", "text_pair"}))
+            if not isinstance(text, str) or not isinstance(pair, (str, type(None))) or unknown:
+                raise InputError(f"{where} is {item!r}; expected {{'text': str, 'text_pair': str}}")
+            texts.append(check_text(text, f"{where}['text']"))
+            pairs.append(None if pair is None else check_text(pair, f"{where}['text_pair']"))
         elif isinstance(item, str):
-            texts.append(item)
+            texts.append(check_text(item, where))
             pairs.append(None)
         else:
-            raise InputError(f"inputs[{index}] is {type(item).__name__}; expected a string")
+            raise InputError(f"{where} is {type(item).__name__}; expected a string or a {{'text', 'text_pair'}} dict")
     given = [pair for pair in pairs if pair is not None]
     if not given:
         return texts, None, single

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import InputError
-from edgeformers.runtime.pipelines.base import Pipeline, length_batches, softmax
+from edgeformers.runtime.pipelines.base import Pipeline, check_text, length_batches, softmax
 from edgeformers.runtime.pipelines.entity_grouping import (
     AGGREGATION_STRATEGIES,
     EntityGrouper,
@@ -51,6 +51,7 @@ class TokenClassificationPipeline(Pipeline):
         delimiter: str | None = None,
         grouped_entities: bool | None = None,
         ignore_subwords: bool | None = None,
+        offset_mapping: Any = None,
     ) -> Any:
         """Entities of a text (a list of dicts), or of each text of a list.
 
@@ -59,8 +60,11 @@ class TokenClassificationPipeline(Pipeline):
         adjacent tokens/words merge into ``{entity_group, score, word, start, end}``.
         ``stride`` runs texts longer than the model maximum in windows overlapping by
         ``stride`` tokens. ``is_split_into_words=True`` takes lists of words, joined
-        with ``delimiter`` (default " ") for the offsets.
+        with ``delimiter`` (default " ") for the offsets. ``offset_mapping`` (transformers'
+        slow-tokenizer crutch) is refused: bundles carry a fast tokenizer with offsets.
         """
+        if offset_mapping is not None:
+            raise InputError("offset_mapping is not taken: bundles carry a fast tokenizer, whose own offsets are used")
         strategy, explicit = _strategy(aggregation_strategy, grouped_entities, ignore_subwords)
         ignore = _ignore_labels(ignore_labels)
         self._check_stride(stride, strategy if explicit else None)
@@ -137,11 +141,8 @@ class TokenClassificationPipeline(Pipeline):
             if batch.input_ids.shape[1] == 0:  # nothing to run (a tokenizer adding no special tokens, "")
                 continue
             logits = self.model.run(batch.feed(), ["logits"])["logits"].astype(np.float32)
-            width = logits.shape[1]
             for row, row_logits in zip(rows, logits):
-                n = len(encodings[row].ids)
-                kept = row_logits[width - n :] if self.tokenizer.padding_left else row_logits[:n]
-                scores[row] = softmax(kept)
+                scores[row] = softmax(row_logits[: len(encodings[row].ids)])
         return scores
 
 
@@ -188,14 +189,14 @@ def _texts(inputs: Any, pretokenized: bool, delimiter: str) -> tuple[list[_Text]
         batch = inputs if all(isinstance(item, (list, tuple)) for item in inputs) else [inputs]
         return [_split_text(words, index, delimiter) for index, words in enumerate(batch)], False
     if isinstance(inputs, str):
-        return [_Text(inputs)], True
+        return [_Text(check_text(inputs, "inputs"))], True
     if isinstance(inputs, (list, tuple)) and inputs:
         texts = []
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
                 hint = "; pass is_split_into_words=True for lists of words" if isinstance(item, (list, tuple)) else ""
                 raise InputError(f"inputs[{index}] is {type(item).__name__}; expected a string{hint}")
-            texts.append(_Text(item))
+            texts.append(_Text(check_text(item, f"inputs[{index}]")))
         return texts, False
     raise InputError(f"inputs is {inputs!r}; expected a string or a non-empty list of strings")
 
@@ -203,6 +204,9 @@ def _texts(inputs: Any, pretokenized: bool, delimiter: str) -> tuple[list[_Text]
 def _split_text(words: Any, index: int, delimiter: str) -> _Text:
     if not isinstance(words, (list, tuple)) or not all(isinstance(word, str) for word in words):
         raise InputError(f"inputs[{index}] is {words!r}; with is_split_into_words=True expected a list of strings")
+    for position, word in enumerate(words):
+        check_text(word, f"inputs[{index}][{position}]")
+    check_text(delimiter, "delimiter")
     spans, position = [], 0
     for word in words:
         spans.append((position, position + len(word)))

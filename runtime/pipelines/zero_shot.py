@@ -16,6 +16,7 @@ import numpy as np
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
+    check_text,
     length_batches,
     softmax,
     text_batch,
@@ -37,12 +38,14 @@ def entailment_id(labels: dict[int, str]) -> int:
 def parse_labels(candidate_labels: Any) -> list[str]:
     """A list of labels, or one comma-separated string ("sports, politics")."""
     if isinstance(candidate_labels, str):
-        labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
+        labels = [label.strip() for label in check_text(candidate_labels, "candidate_labels").split(",")
+                  if label.strip()]
     elif isinstance(candidate_labels, (list, tuple)):
         labels = list(candidate_labels)
         for index, label in enumerate(labels):
             if not isinstance(label, str):
                 raise InputError(f"candidate_labels[{index}] is {type(label).__name__}; expected a string")
+            check_text(label, f"candidate_labels[{index}]")
     else:
         raise InputError(
             "candidate_labels is required: pass a list of labels or a comma-separated string, "
@@ -59,6 +62,7 @@ def fill_template(template: Any, labels: list[str]) -> list[str]:
         raise InputError(
             f"hypothesis_template is {type(template).__name__}; expected a string such as {DEFAULT_TEMPLATE!r}"
         )
+    check_text(template, "hypothesis_template")
     try:
         filled = [template.format(label) for label in labels]
     except (IndexError, KeyError, ValueError) as err:
