@@ -8,7 +8,6 @@ import click
 
 from edgeformers.runtime.cli import echo_reports, fail_on_errors
 
-
 #: Pickle weights (pytorch_model.bin) are read with torch.load, which can run code.
 _allow_pickle = click.option(
     "--allow-pickle", is_flag=True,
