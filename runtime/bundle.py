@@ -121,10 +121,12 @@ class Bundle:
             self.file(name)
         for name in IMPLICIT_FILES:
             if self.folder.exists(name):
-                self.file(name)
-        for name in _CONFIG_CHECKS:
-            if self.folder.exists(name):
-                self.read_json(name)
+                real = self.file(name)
+                limit = _SIZE_LIMITS.get(name, MAX_CONFIG_BYTES)
+                if os.stat(real).st_size > limit:
+                    raise BundleError(f"{self.path}/{name} is {os.stat(real).st_size:,} bytes; the limit is {limit:,}")
+                if name != "tokenizer.json":  # parsed by the tokenizers library when a pipeline loads
+                    self.read_json(name)
 
     def file(self, name: str, what: str | None = None) -> Path:
         """The real path of bundle file ``name``, after the checks every read goes through:

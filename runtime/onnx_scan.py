@@ -66,8 +66,8 @@ def _varint(buf: mmap.mmap | bytes, pos: int, end: int) -> tuple[int, int]:
 
 
 def scan_locations(buf: mmap.mmap | bytes) -> tuple[str, ...]:
-    """Every external-data ``location`` in a serialized ModelProto, in order of first
-    appearance. Raises ``_Malformed`` if the bytes are not a protobuf ModelProto with a graph."""
+    """Every external-data ``location`` in a serialized ModelProto, each once. Raises
+    ``_Malformed`` if the bytes are not a protobuf ModelProto with a graph."""
     locations: dict[str, None] = {}
     stack = [(_MODEL, 0, len(buf), 0)]
     has_graph = False
