@@ -23,10 +23,17 @@ DTYPES: dict[str, DtypeSpec] = {
         DtypeSpec("q8", "_quantized", "dynamic int8: MatMul/Gemm weights int8, activations uint8"),
         DtypeSpec("int8", "_int8", "dynamic int8, weights forced to int8"),
         DtypeSpec("uint8", "_uint8", "dynamic int8, weights forced to uint8"),
-        DtypeSpec("q4", "_q4", "4-bit block-wise weight-only MatMulNBits"),
-        DtypeSpec("q4f16", "_q4f16", "q4 then fp16"),
+        DtypeSpec("q4", "_q4", "4-bit block-wise weight-only MatMulNBits (sensitive projections 8-bit), embeddings int8"),
+        DtypeSpec("q4f16", "_q4f16", "q4 then fp16, fp32 inputs/outputs"),
+        # transformers.js has no name for static quantization (its dtypes: fp32, fp16, q8,
+        # int8, uint8, q4, q4f16, bnb4), so this one is ours, with a suffix no other uses.
+        DtypeSpec("int8-static", "_int8_static", "static int8 (QDQ), activation ranges calibrated ahead of time"),
     )
 }
+
+#: Every dtype the exporter makes from the fp32 graph; a family takes all unless its
+#: catalog entry lists fewer (``Family.dtypes``).
+VARIANT_DTYPES: tuple[str, ...] = ("q8", "int8", "uint8", "fp16", "q4", "q4f16", "int8-static")
 
 
 def dtype_spec(name: str) -> DtypeSpec:
