@@ -62,6 +62,7 @@ def plot(reports: dict[str, dict[str, Any]], seq_lens: list[int]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     figure, axes = plt.subplots(1, len(seq_lens), figsize=(6 * len(seq_lens), 4.5), squeeze=False)
     for axis, seq_len in zip(axes[0], seq_lens):
@@ -77,6 +78,9 @@ def plot(reports: dict[str, dict[str, Any]], seq_lens: list[int]) -> None:
         axis.set_title(f"{seq_len} tokens, CPU")
         axis.set_xscale("log")
         axis.set_yscale("log")
+        for ticks in (axis.xaxis, axis.yaxis):  # plain numbers, not 3x10^1
+            ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ticks.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle("edgeformers bench: latency against size per variant")

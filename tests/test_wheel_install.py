@@ -55,6 +55,17 @@ def test_wheel_runs_a_bundle_with_base_dependencies_only(bundle_factory, tmp_pat
     ran = subprocess.run([str(cli), "run", str(bundle), "hello"], capture_output=True, text=True, env=clean_env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)[0]["label"] in ("NEGATIVE", "POSITIVE")
+    # bench and slim are base-install commands: they run here, without the export extra
+    figures = tmp_path / "bench.json"
+    benched = subprocess.run([str(cli), "bench", str(bundle), "--device", "cpu", "--batch", "1", "--seq-len", "8",
+                              "--runs", "1", "--json", str(figures)], capture_output=True, text=True, env=clean_env,
+                             cwd=tmp_path)
+    assert benched.returncode == 0, benched.stderr
+    assert [row["dtype"] for row in json.loads(figures.read_text())["rows"]] == ["fp32", "q8"]
+    slimmed = subprocess.run([str(cli), "slim", str(bundle), str(tmp_path / "q8-only"), "--dtype", "q8"],
+                             capture_output=True, text=True, env=clean_env, cwd=tmp_path)
+    assert slimmed.returncode == 0, slimmed.stderr
+    assert list(json.loads((tmp_path / "q8-only" / "edgeformers.json").read_text())["variants"]) == ["q8"]
     refused = subprocess.run([str(cli), "export", "x", "y", "--task", "text-classification"],
                              capture_output=True, text=True, env=clean_env, cwd=tmp_path)
     assert refused.returncode == 1 and "pip install 'edgeformers[export]'" in refused.stderr
