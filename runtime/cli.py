@@ -63,6 +63,25 @@ def cli(verbose: int) -> None:
 
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        _one_line_warnings(click.get_current_context())
+
+
+def _one_line_warnings(ctx: click.Context) -> None:
+    """While a command runs, print Python warnings as ``warning: <message>`` on stderr: a
+    user needs the message (``device 'cuda' is unavailable … falling back to CPU``), not
+    the library's file:line and source line (``-vv`` keeps Python's format). Only the
+    command group installs it; the library's warnings stay ordinary warnings."""
+    import warnings
+
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = show
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
 
 
 def main() -> None:
