@@ -30,7 +30,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgeformers.models.errors import EdgeformersError, ExportError
@@ -62,8 +62,8 @@ def resolve_target(path: str | os.PathLike[str], role: str = "OUTPUT") -> Path:
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents:
         raise ExportError(
-            f"{role} {text} is the current folder or holds it; edgeformers swaps {role} as a whole, "
-            "so name a folder beside or below it (e.g. bundles/my-model)"
+            f"{role} {text} is the current folder or holds it; edgeformers replaces {role} as a whole, which "
+            "would leave your shell in a deleted folder: run it from outside, or name another folder"
         )
     home = _home()
     if home is not None and (target == home or target in home.parents):
@@ -92,7 +92,8 @@ def check_replaceable(target: Path, force: bool, role: str = "OUTPUT") -> None:
     if target.is_symlink() or not target.is_dir():
         raise ExportError(f"{role} {target} is a file, not a folder; edgeformers never replaces a file")
     try:
-        empty = next(os.scandir(target), None) is None
+        with os.scandir(target) as entries:
+            empty = next(entries, None) is None
     except OSError as err:
         raise ExportError(f"{role} {target} cannot be read: {err.strerror}") from None
     if empty:
@@ -125,6 +126,8 @@ def foreign_content(folder: Path) -> str | None:
         return _first_foreign(folder, "", listed)
     except OSError as err:
         return f"{err.filename or folder} cannot be read: {err.strerror}"
+    except RecursionError:
+        return "its folders nest deeper than any bundle's"
 
 
 def is_staging_leftover(name: str) -> bool:
@@ -327,7 +330,7 @@ def exchange(first: Path, second: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _renameat2() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -386,3 +386,12 @@ def test_export_argument_errors_are_typed(checkpoint, tmp_path):
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "--atol -1.0 must be" in result.output
     assert sorted(os.listdir(tmp_path)) == ["a-file"]
 
+
+
+def test_quantize_refuses_the_current_folder(bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(bundle)
+    before = tree(tmp_path)
+    result = CliRunner().invoke(cli, ["quantize", ".", "--dtype", "fp16"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "BUNDLE . is the current folder or holds it" in result.output
+    assert tree(tmp_path) == before
