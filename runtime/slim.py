@@ -74,6 +74,9 @@ def slim_bundle(
     target = Path(output)
     if os.path.lexists(target):
         raise BundleError(f"OUTPUT {target} already exists; slim writes a new bundle and never replaces a folder")
+    parent = Path(os.path.realpath(target.parent))
+    if parent == opened.folder.root or opened.folder.root in parent.parents:
+        raise BundleError(f"OUTPUT {target} is inside BUNDLE {opened.path}; slim writes the new bundle beside it")
     names = _files_to_copy(opened, keep)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_staging(target)

@@ -96,6 +96,13 @@ def test_slim_refuses_a_dtype_the_bundle_does_not_hold(bundle, tmp_path, dtype, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_slim_refuses_an_output_inside_the_bundle(bundle):
+    before = tree(bundle)
+    result = invoke("slim", str(bundle), str(bundle / "onnx" / "slim"), "--dtype", "q8")
+    assert result.exit_code == 1 and "inside BUNDLE" in result.output, result.output
+    assert tree(bundle) == before
+
+
 def test_slim_of_a_variant_removed_by_hand_names_what_is_present(bundle, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
