@@ -4,6 +4,7 @@ export leaves OUTPUT exactly as it was."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -164,3 +165,98 @@ def test_source_errors(classifier, checkpoint_factory, tmp_path):
     with pytest.raises(UnsupportedTaskError, match="'gpt2' is not in the catalog"):
         export(str(odd), tmp_path / "out", task="feature-extraction")
     assert not (tmp_path / "out").exists()
+
+
+def _edit_manifest(bundle: Path, change) -> None:
+    path = bundle / "edgeformers.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_issue_repros_are_bundle_errors_naming_the_field(bundle_copy):
+    """The repros of the hardening issue: each is a BundleError naming the field or file."""
+    original = (bundle_copy / "edgeformers.json").read_text()
+    repros = [
+        (lambda d: d.__setitem__("files", []), r"edgeformers.json: files: should be an object, got a list"),
+        (lambda d: d["processing"].__setitem__("max_length", -5), r"processing.max_length: should be >= 1"),
+        (lambda d: d["variants"]["fp32"]["files"].__setitem__("model", "../outside/model.onnx"),
+         r"variants.fp32.files.model: path '../outside/model.onnx' has an empty, '.' or '..' component"),
+        (lambda d: d["files"].__setitem__("/etc/passwd", {"size": 1, "sha256": "0" * 64}), r"'/etc/passwd' is absolute"),
+        (lambda d: d["variants"]["q8"].__setitem__("dtype", "fp16"), r"variants.q8.dtype: is 'fp16'"),
+    ]
+    for change, message in repros:
+        (bundle_copy / "edgeformers.json").write_text(original)
+        _edit_manifest(bundle_copy, change)
+        with pytest.raises(BundleError, match=message):
+            pipeline(None, bundle_copy)
+    (bundle_copy / "edgeformers.json").unlink()  # config values, read without a manifest's sizes in the way
+    config = json.loads((bundle_copy / "config.json").read_text())
+    (bundle_copy / "config.json").write_text(json.dumps({**config, "id2label": {"x": "y"}}))
+    with pytest.raises(BundleError, match=r"config.json: id2label key 'x' is not a class id"):
+        Bundle.open(bundle_copy)
+    (bundle_copy / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match="config.json is not valid JSON: nested deeper than 64 levels"):
+        Bundle.open(bundle_copy)
+    (bundle_copy / "config.json").write_text(json.dumps(config))
+    (bundle_copy / "tokenizer_config.json").unlink()
+    (bundle_copy / "tokenizer_config.json").symlink_to("/dev/zero")
+    with pytest.raises(BundleError, match="'tokenizer_config.json' points outside the bundle folder"):
+        Bundle.open(bundle_copy)
+
+
+def test_verify_says_when_there_is_nothing_to_verify(bundle_copy):
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    _edit_manifest(bundle_copy, lambda d: d.__setitem__("files", {}))
+    with pytest.warns(UserWarning, match="lists no files, so nothing in it can be verified"):
+        Bundle.open(bundle_copy, verify=True)
+    (bundle_copy / "edgeformers.json").unlink()
+    with pytest.warns(UserWarning, match="has no edgeformers.json, so nothing in it can be verified"):
+        pipeline(None, bundle_copy, verify=True)
+    result = CliRunner().invoke(cli, ["inspect", str(bundle_copy), "--verify"])
+    assert result.exit_code == 0 and "checksums: nothing to verify:" in result.output
+
+
+def test_verify_hashes_what_the_variant_reads_and_the_cache_does_not_trust_mtime(bundle_copy):
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    pipeline(None, bundle_copy, dtype="q8", verify=True)("hello")  # hashes q8's files, cached
+    weights = bundle_copy / "onnx" / "model_quantized.onnx_data"
+    info = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))  # same size and mtime; ctime moved
+    with pytest.raises(ChecksumError, match=r"model_quantized.onnx_data: sha256 .* differs"):
+        pipeline(None, bundle_copy, dtype="q8", verify=True)
+    ran = CliRunner().invoke(cli, ["run", str(bundle_copy), "hello", "--dtype", "q8", "--verify"])
+    assert ran.exit_code == 1 and ran.output.startswith("Error: ChecksumError:") and len(ran.output.splitlines()) == 1
+    assert pipeline(None, bundle_copy, dtype="fp32", verify=True)("hello")  # fp32's files are intact
+    (bundle_copy / "generation_config.json").write_text("{}")  # read by the runtime, listed nowhere
+    with pytest.raises(ChecksumError, match="generation_config.json is read by the runtime but has no entry"):
+        pipeline(None, bundle_copy, dtype="fp32", verify=True)
+
+
+def test_a_variant_deleted_by_hand_leaves_the_other_loadable(bundle_copy, classifier):
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    texts = ["I love this.", "I hate this."]
+    expected = pipeline(None, classifier[1], dtype="q8")(texts)
+    for file in (bundle_copy / "onnx").glob("model.onnx*"):
+        file.unlink()
+    quantized = pipeline(None, bundle_copy, verify=True)  # the default skips the absent fp32
+    assert quantized.dtype == "q8" and quantized(texts) == expected
+    with pytest.raises(BundleError, match=r"'fp32' is listed .* missing \(onnx/model.onnx, onnx/model.onnx_data\); "
+                                          r"variants present: q8"):
+        pipeline(None, bundle_copy, dtype="fp32")
+    result = CliRunner().invoke(cli, ["inspect", str(bundle_copy), "--verify"])
+    assert result.exit_code == 0, result.output
+    assert "fp32   onnx/model.onnx" in result.output and "listed but absent (missing: onnx/model.onnx" in result.output
+    assert "2 files of absent variants not checked" in result.output
