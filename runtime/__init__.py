@@ -17,6 +17,10 @@ from edgeformers.models.errors import (
     ModelOutputError,
     UnsupportedTaskError,
 )
+from edgeformers.runtime import telemetry as _telemetry
+
+# Before anything imports onnxruntime, whose import alone records a telemetry event.
+_telemetry.default_off()
 
 if TYPE_CHECKING:
     from edgeformers.runtime.api import pipeline as pipeline

@@ -18,6 +18,7 @@ from edgeformers.models.errors import BundleError, DeviceError, ModelOutputError
 from edgeformers.runtime.bundle_files import BundleFolder
 from edgeformers.runtime.devices import DevicePlan
 from edgeformers.runtime.onnx_scan import external_data_files
+from edgeformers.runtime.telemetry import disable_events
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class OnnxModel:
         strict: bool = False,
     ) -> None:
         import onnxruntime
+
+        disable_events(onnxruntime)  # before the first session (runtime/telemetry.py)
 
         # edgeformers reads the graph's external-data locations itself and refuses any that
         # leaves the graph's folder, before onnxruntime opens anything (onnx_scan).
