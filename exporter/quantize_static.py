@@ -165,8 +165,10 @@ class _TextFeeds:
         self._next = iter(self._feeds)
 
 
-def calibration_feeds(bundle: Path, graph: Path, texts: list[str]) -> list[dict[str, np.ndarray]]:
-    """``texts`` tokenized by the bundle's own tokenizer into the graph's inputs."""
+def calibration_feeds(bundle: Path, graph: Path, texts: list[str], same_length: bool = False) -> list[dict[str, np.ndarray]]:
+    """``texts`` tokenized by the bundle's own tokenizer into the graph's inputs, one per
+    feed; ``same_length`` pads them all to the longest (onnxruntime's histogram
+    calibrators, entropy and percentile, stack every run's activations into one array)."""
     import onnx
     import transformers
 
@@ -177,9 +179,11 @@ def calibration_feeds(bundle: Path, graph: Path, texts: list[str]) -> list[dict[
     # Never past the model's positions (tokenizer limit, or config's less RoBERTa's offset of 2).
     positions = read_json(bundle / "config.json", required=True).get("max_position_embeddings") or 10**6
     limit = min(CALIBRATION_MAX_TOKENS, int(tokenizer.model_max_length or 10**6), int(positions) - 2)
+    longest = max(len(tokenizer(text, truncation=True, max_length=limit)["input_ids"]) for text in texts)
+    padding = {"padding": "max_length", "max_length": longest} if same_length else {"max_length": limit}
     feeds = []
     for text in texts:
-        encoded = tokenizer(text, truncation=True, max_length=limit, return_tensors="np")
+        encoded = tokenizer(text, truncation=True, return_tensors="np", **padding)
         if "token_type_ids" in names and "token_type_ids" not in encoded:
             encoded["token_type_ids"] = np.zeros_like(encoded["input_ids"])
         feeds.append({name: np.asarray(encoded[name], dtype=np.int64) for name in names})
@@ -194,7 +198,7 @@ def sensitive_nodes(model: Any) -> list[str]:
     constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     producer = {out: node for node in graph.node for out in node.output}
     keep = [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input[1:2])]
-    # Walk back from each output through non-MatMul ops; the first MatMul/Gemm met is the head.
+    # Walk back from each output through non-MatMul ops up to a norm; a MatMul/Gemm met is the head.
     seen: set[str] = set()
     stack = [o.name for o in graph.output]
     while stack:
@@ -206,6 +210,8 @@ def sensitive_nodes(model: Any) -> list[str]:
         if node.op_type in ("MatMul", "Gemm"):
             keep.append(node.name)
             continue
+        if "LayerNorm" in node.op_type:
+            continue  # the residual stream: what lies behind a norm is the body, not the head
         stack.extend(node.input)
     return sorted(set(keep))
 
@@ -214,6 +220,7 @@ def make_static_int8(source: Path, target: Path, family: Family, options: Any, e
     """Write the int8-static variant of ``source`` (``BUNDLE/onnx/model.onnx``) to ``target``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgeformers.exporter.quantize import dynamic_int8, quiet_preprocess_hint
 
@@ -222,7 +229,7 @@ def make_static_int8(source: Path, target: Path, family: Family, options: Any, e
         texts, origin = read_calibration(options.calibration, None), str(options.calibration)
     else:
         texts, origin = list(BUILTIN_CALIBRATION), "built-in"
-    reader = _TextFeeds(calibration_feeds(bundle, source, texts))
+    reader = _TextFeeds(calibration_feeds(bundle, source, texts, same_length=options.calibration_method != "minmax"))
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.calibration_method]
     excluded = sensitive_nodes(onnx.load(str(source), load_external_data=False))
@@ -239,9 +246,14 @@ def make_static_int8(source: Path, target: Path, family: Family, options: Any, e
         "fp32_nodes": excluded,
     }
     with tempfile.TemporaryDirectory(prefix=".static-", dir=target.parent) as scratch, quiet_preprocess_hint():
-        body = Path(scratch) / "body.onnx"
+        body, shaped = Path(scratch) / "body.onnx", Path(scratch) / "shaped.onnx"
+        # Symbolic shape inference types the outputs of fused contrib ops (--optimize's
+        # SkipLayerNormalization, BiasGelu …); without it their activations are never
+        # calibrated and the variant silently becomes weight-only.
+        quant_pre_process(source, shaped, skip_optimization=True, auto_merge=True, save_as_external_data=True,
+                          all_tensors_to_one_file=True, external_data_location="shaped.onnx_data")
         quantize_static(
-            source,
+            shaped,
             body,
             reader,
             quant_format=QuantFormat.QDQ,
