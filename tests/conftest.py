@@ -49,8 +49,9 @@ def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
 def bundle_factory(
     tmp_path_factory: pytest.TempPathFactory, checkpoint_factory: Callable[..., Path]
 ) -> Callable[..., tuple[Path, Path]]:
-    """``(arch, head, task, dtypes=("fp32", "q8"), **checkpoint_kwargs) -> (checkpoint, bundle)``,
-    exported through the ``edgeformers export`` command once per session."""
+    """``(arch, head, task, dtypes=("fp32", "q8"), extra_args=(), **checkpoint_kwargs) -> (checkpoint, bundle)``,
+    exported through the ``edgeformers export`` command (plus ``extra_args``, e.g.
+    ``("--optimize", "O2")``) once per session."""
     from click.testing import CliRunner
 
     from edgeformers.runtime.cli import cli
@@ -59,13 +60,14 @@ def bundle_factory(
     exported: dict[str, tuple[Path, Path]] = {}
 
     def factory(arch: str, head: str, task: str, dtypes: tuple[str, ...] = ("fp32", "q8"),
-                **kwargs: Any) -> tuple[Path, Path]:
-        key = _key(arch, head, task, *dtypes, **kwargs)
+                extra_args: tuple[str, ...] = (), **kwargs: Any) -> tuple[Path, Path]:
+        key = _key(arch, head, task, *dtypes, *extra_args, **kwargs)
         checkpoint = checkpoint_factory(arch, head, **kwargs)
         with _LOCK:
             if key not in exported:
                 bundle = root / key
-                args = ["export", str(checkpoint), str(bundle), "--task", task, "--dtype", ",".join(dtypes)]
+                args = ["export", str(checkpoint), str(bundle), "--task", task, "--dtype", ",".join(dtypes),
+                        *extra_args]
                 result = CliRunner().invoke(cli, args)
                 if result.exit_code != 0:
                     raise RuntimeError(f"edgeformers {' '.join(args)} failed:\n{result.output}") from result.exception
