@@ -130,7 +130,7 @@ class TextTokenizer:
     def encode(
         self,
         texts: list[str],
-        pairs: list[str] | None = None,
+        pairs: list[str | None] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
         stride: int = 0,
@@ -139,10 +139,13 @@ class TextTokenizer:
         is_pretokenized: bool = False,
     ) -> list[Any]:
         """Encodings (with ``.overflowing`` windows when truncated); with
-        ``is_pretokenized`` each text is a list of words. Whatever the ``tokenizers`` library
-        refuses (its ValueError, TypeError, or a Rust panic) comes out as ``InputError``."""
+        ``is_pretokenized`` each text is a list of words; a None in ``pairs`` leaves that text
+        alone. Whatever the ``tokenizers`` library refuses (its ValueError, TypeError, or a
+        Rust panic) comes out as ``InputError``."""
         limit = (max_length or self.max_length) if truncation else None
-        inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs))
+        inputs: list[Any] = list(texts)
+        if pairs is not None:
+            inputs = [text if pair is None else (text, pair) for text, pair in zip(texts, pairs)]
         try:
             tokenizer = self._configured(limit, stride, strategy)
             return tokenizer.encode_batch(

@@ -40,7 +40,7 @@ class TextClassificationPipeline(Pipeline):
             return "softmax"
         return "none"
 
-    def logits(self, texts: list[str], pairs: list[str] | None = None, truncation: Any = True,
+    def logits(self, texts: list[str], pairs: list[str | None] | None = None, truncation: Any = True,
                batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
         strategy = truncation_strategy(truncation)
         check_count("max_length", max_length)
@@ -106,8 +106,9 @@ class TextClassificationPipeline(Pipeline):
         return ranked if top_k is None else ranked[:top_k]
 
 
-def _text_inputs(inputs: Any) -> tuple[list[str], list[str] | None, bool]:
-    """Strings, ``{"text", "text_pair"}`` dicts, or a list of either (not mixed)."""
+def _text_inputs(inputs: Any) -> tuple[list[str], list[str | None] | None, bool]:
+    """Strings, ``{"text", "text_pair"}`` dicts, or a list of either. As in transformers'
+    tokenizer, an empty ``text_pair`` is no pair."""
     single = isinstance(inputs, (str, dict))
     items = [inputs] if single else inputs
     if not isinstance(items, (list, tuple)):
@@ -122,15 +123,10 @@ def _text_inputs(inputs: Any) -> tuple[list[str], list[str] | None, bool]:
             if not isinstance(text, str) or not isinstance(pair, (str, type(None))) or unknown:
                 raise InputError(f"{where} is {item!r}; expected {{'text': str, 'text_pair': str}}")
             texts.append(check_text(text, f"{where}['text']"))
-            pairs.append(None if pair is None else check_text(pair, f"{where}['text_pair']"))
+            pairs.append(check_text(pair, f"{where}['text_pair']") if pair else None)
         elif isinstance(item, str):
             texts.append(check_text(item, where))
             pairs.append(None)
         else:
             raise InputError(f"{where} is {type(item).__name__}; expected a string or a {{'text', 'text_pair'}} dict")
-    given = [pair for pair in pairs if pair is not None]
-    if not given:
-        return texts, None, single
-    if len(given) != len(texts):
-        raise InputError("inputs mixes plain strings and text pairs; pass one kind per call")
-    return texts, given, single
+    return texts, pairs if any(pair is not None for pair in pairs) else None, single
