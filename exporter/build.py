@@ -13,7 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgeformers.exporter.agreement import AgreementCheck
 from edgeformers.exporter.onnx_files import restore, uses_external_data
+from edgeformers.exporter.optimize import check_optimize, optimize_graph
 from edgeformers.exporter.output_dir import (
     check_apart,
     check_replaceable,
@@ -24,6 +26,7 @@ from edgeformers.exporter.output_dir import (
     swap_into_place,
     write_lock,
 )
+from edgeformers.exporter.quantize import VariantOptions, check_variant_options
 from edgeformers.exporter.quiet import quiet_export
 from edgeformers.exporter.source import Source, resolve_source
 from edgeformers.exporter.validate import (
@@ -40,7 +43,7 @@ from edgeformers.models.errors import (
     ExportError,
     UnsupportedTaskError,
 )
-from edgeformers.models.families import Family, check_supports
+from edgeformers.models.families import Family, check_dtypes, check_supports
 from edgeformers.models.tasks import TaskSpec, resolve_task
 from edgeformers.runtime.bundle import processing_settings, read_json
 from edgeformers.runtime.manifest import Manifest, Variant, describe_files
@@ -63,6 +66,9 @@ def export(
     revision: str | None = None,
     progress: Progress | None = None,
     external_data: bool = True,
+    allow_degraded: bool = False,
+    options: VariantOptions | None = None,
+    optimize: str | None = None,
     allow_pickle: bool = False,
 ) -> Manifest:
     """Export ``source`` for ``task`` into the bundle folder ``output``; returns its manifest.
@@ -73,13 +79,16 @@ def export(
     non-empty ``output`` needs ``force``, and even then only an edgeformers bundle holding
     only its own files is replaced (see ``output_dir``); another process writing the same
     ``output`` makes this call fail at once.
-    ``external_data=False`` keeps each graph in one file (see ``onnx_files``). ``allow_pickle`` lets a
+    ``external_data=False`` keeps each graph in one file (see ``onnx_files``).
+    ``options`` are the q4/int8-static settings; ``optimize`` (O1/O2/O3) fuses the fp32
+    graph before variants are made from it (see ``optimize``). ``allow_pickle`` lets a
     checkpoint without safetensors load its pickle weights (see ``source``).
     """
     step = progress or logger.info
     spec = resolve_task(task)
     wanted = parse_dtypes(dtypes)
     _check_atol(atol)
+    check_variant_options(wanted, options, spec.name)
     target = resolve_target(output)
     if Path(source).expanduser().is_dir():
         check_apart(target, Path(source).expanduser())
@@ -95,10 +104,13 @@ def export(
         if not isinstance(model_type, str):
             raise ExportError(f"{checkpoint.path / 'config.json'}: missing field 'model_type'")
         family = check_supports(model_type, spec.name)
+        check_dtypes(family, wanted)
+        check_optimize(family, optimize)
         _check_head(config, spec, checkpoint)
         work = make_work_dir(target)
         try:
-            manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data)
+            manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data, allow_degraded,
+                              options, optimize)
             swap_into_place(work, target)
         except BaseException as err:
             shutil.rmtree(work, ignore_errors=True)
@@ -135,6 +147,9 @@ def _build(
     atol: float | None,
     step: Progress,
     external_data: bool,
+    allow_degraded: bool = False,
+    options: VariantOptions | None = None,
+    optimize: str | None = None,
 ) -> Manifest:
     step(f"[1/4] exporting {spec.export_task} graph with optimum")
     raw = work / "_optimum"
@@ -166,11 +181,19 @@ def _build(
     torch_results = torch_outputs(checkpoint.path, spec, inputs, graph_outputs)
     fp32_results = run_onnx(fp32, inputs)
     validation: dict[str, Any] = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
+    optimization: dict[str, Any] = {}
+    if optimize:
+        step(f"[2/4] optimizing fp32 ({optimize}) and validating it against PyTorch again")
+        optimization = {"optimization": optimize_graph(fp32, family, config, optimize, uses_external_data(fp32))}
+        validation["fp32"] = {**compare_outputs(run_onnx(fp32, inputs), torch_results, tolerance), **optimization}
 
-    variants = {"fp32": Variant("fp32", {"model": fp32.relative_to(work).as_posix()})}
-    for dtype in dtypes[1:]:
-        step(f"[3/4] making the {dtype} variant and checking it against fp32")
-        variants[dtype], validation[dtype] = make_checked_variant(work, fp32, dtype, family, inputs, fp32_results)
+    variants = {"fp32": Variant("fp32", {"model": fp32.relative_to(work).as_posix()}, extra=optimization)}
+    if dtypes[1:]:  # the variants' validation set, run through fp32 once for all of them
+        check = AgreementCheck.prepare(work, spec.name, processing.get("max_length"), graph_inputs, fp32)
+        for dtype in dtypes[1:]:
+            step(f"[3/4] making the {dtype} variant and checking it against fp32")
+            variants[dtype], validation[dtype] = make_checked_variant(work, fp32, dtype, family, check,
+                                                                      allow_degraded=allow_degraded, options=options)
 
     step("[4/4] writing the manifest")
     manifest = Manifest(

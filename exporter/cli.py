@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgeformers.runtime.cli import echo_reports, fail_on_errors
+
+_ALLOW_DEGRADED_HELP = ("Keep a variant whose agreement with fp32 is below its task's threshold, marked "
+                        "degraded in the manifest (default: refuse it and write nothing).")
+
 
 #: Pickle weights (pytorch_model.bin) are read with torch.load, which can run code.
 _allow_pickle = click.option(
@@ -19,12 +24,35 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _variant_options(command: Any) -> Any:
+    """The q4 and int8-static settings, shared by ``export`` and ``quantize``."""
+    for option in reversed((
+        click.option("--block-size", type=int, default=32, show_default=True,
+                     help="q4/q4f16: weights per quantization block (a power of two >= 16)."),
+        click.option("--symmetric/--asymmetric", default=True, show_default=True,
+                     help="q4/q4f16: symmetric blocks (scale only) or asymmetric (scale and zero point)."),
+        click.option("--calibration", type=click.Path(path_type=Path), default=None,
+                     help="int8-static: a text file, one example per line, to calibrate activation ranges "
+                          "(default: a varied built-in set; data like the model's own is better)."),
+        click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+                     default="minmax", show_default=True, help="int8-static: how ranges are read off the calibration data."),
+    )):
+        command = option(command)
+    return command
+
+
+def _options(block_size: int, symmetric: bool, calibration: Path | None, calibration_method: str) -> Any:
+    from edgeformers.exporter.quantize import VariantOptions
+
+    return VariantOptions(block_size, symmetric, calibration, calibration_method)
+
+
 @click.command("export")
 @click.argument("source")
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--task", required=True, help="Pipeline task, e.g. text-classification, feature-extraction.")
 @click.option("--dtype", "dtypes", default="fp32,q8", show_default=True,
-              help="Comma-separated variants to write: fp32, q8, int8, uint8, fp16.")
+              help="Comma-separated variants to write: fp32, q8, int8, uint8, fp16, q4, q4f16, int8-static.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: optimum's for the architecture).")
 @click.option("--atol", type=float, default=None, help="Max abs difference to PyTorch (default: the family's).")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for a Hub id.")
@@ -32,10 +60,16 @@ def _progress(message: str) -> None:
 @click.option("--single-file", is_flag=True,
               help="Keep weights inside each .onnx file (default: beside it in .onnx_data, which loads "
                    "faster with less memory).")
+@click.option("--allow-degraded", is_flag=True, help=_ALLOW_DEGRADED_HELP)
+@click.option("--optimize", type=click.Choice(["O1", "O2", "O3"]), default=None,
+              help="Fuse the fp32 graph before variants are made: O1 basic, O2 + transformer fusions, "
+                   "O3 + GELU approximation; validated against PyTorch again.")
 @_allow_pickle
+@_variant_options
 @fail_on_errors
 def export_command(source: str, output: Path, task: str, dtypes: str, opset: int | None, atol: float | None,
-                   revision: str | None, force: bool, single_file: bool, allow_pickle: bool) -> None:
+                   revision: str | None, force: bool, single_file: bool, allow_degraded: bool,
+                   optimize: str | None, allow_pickle: bool, **variant_options: Any) -> None:
     """Export SOURCE (a Hub id or a checkpoint folder) to the bundle folder OUTPUT."""
     from edgeformers.exporter import require_export_extra
 
@@ -44,6 +78,7 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
 
     manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
                       force=force, revision=revision, progress=_progress, external_data=not single_file,
+                      allow_degraded=allow_degraded, options=_options(**variant_options), optimize=optimize,
                       allow_pickle=allow_pickle)
     echo_reports(manifest.validation)
 
@@ -51,15 +86,18 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
 @click.command("quantize")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dtype", "dtypes", default="q8", show_default=True, help="Comma-separated variants to add.")
+@click.option("--allow-degraded", is_flag=True, help=_ALLOW_DEGRADED_HELP)
+@_variant_options
 @fail_on_errors
-def quantize_command(bundle: Path, dtypes: str) -> None:
+def quantize_command(bundle: Path, dtypes: str, allow_degraded: bool, **variant_options: Any) -> None:
     """Add variants to BUNDLE from its fp32 graph, checked against fp32 at the task level."""
     from edgeformers.exporter import require_export_extra
 
     require_export_extra()
     from edgeformers.exporter.variants import add_variants
 
-    manifest = add_variants(bundle, dtypes.split(","), progress=_progress)
+    manifest = add_variants(bundle, dtypes.split(","), progress=_progress, allow_degraded=allow_degraded,
+                            options=_options(**variant_options))
     added = [d.strip() for d in dtypes.split(",") if d.strip()]
     echo_reports({d: r for d, r in manifest.validation.items() if d in added})
 
@@ -71,7 +109,8 @@ def quantize_command(bundle: Path, dtypes: str) -> None:
 @_allow_pickle
 @fail_on_errors
 def validate_command(bundle: Path, source: str | None, atol: float | None, allow_pickle: bool) -> None:
-    """Check BUNDLE again: fp32 against PyTorch, the other variants against fp32."""
+    """Check BUNDLE again: fp32 against PyTorch, the other variants against fp32 by their
+    task's agreement metric; fails if any is below its threshold (degraded ones included)."""
     from edgeformers.exporter import require_export_extra
 
     require_export_extra()

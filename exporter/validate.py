@@ -1,5 +1,6 @@
 """Checking an exported graph: every fp32 output against PyTorch, and each quantized
-variant against fp32 at the task level (label/argmax agreement, embedding cosine)."""
+variant against fp32 at the task level, held to the task's threshold from the catalog
+(``edgeformers.models.agreement``)."""
 
 from __future__ import annotations
 
@@ -107,50 +108,16 @@ def compare_outputs(
     return report
 
 
-def task_agreement(
-    reference: list[dict[str, np.ndarray]],
-    candidate: list[dict[str, np.ndarray]],
-    inputs: list[dict[str, np.ndarray]],
-) -> dict[str, Any]:
-    """How far a quantized variant's answers move from fp32's.
-
-    Logits outputs: share of positions whose argmax is unchanged (labels, tokens, span
-    ends). Hidden states: the lowest cosine of mask-mean-pooled embeddings.
-    """
-    agree = total = 0
-    cosines: list[float] = []
-    for ref, cand, feed in zip(reference, candidate, inputs):
-        mask = feed["attention_mask"].astype(bool)
-        for name, want in ref.items():
-            got = cand[name].astype(np.float32)
-            if name.endswith("logits"):
-                same = want.argmax(-1) == got.argmax(-1)
-                if same.shape == mask.shape:
-                    same = same[mask]
-                agree += int(same.sum())
-                total += int(same.size)
-            elif want.ndim == 3:
-                weights = mask[..., None]
-                a = (want * weights).sum(1) / weights.sum(1)
-                b = (got * weights).sum(1) / weights.sum(1)
-                cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-                cosines.extend(float(c) for c in cos)
-    report: dict[str, Any] = {"reference": "fp32", "inputs": len(inputs)}
-    if total:
-        report["label_agreement"] = agree / total
-    if cosines:
-        report["min_cosine"] = min(cosines)
-        report["mean_cosine"] = float(np.mean(cosines))
-    return report
-
-
 def validate_bundle(
     bundle_path: str | Path, source: str | None = None, atol: float | None = None, allow_pickle: bool = False
 ) -> dict[str, Any]:
     """Check an existing bundle again: fp32 against the PyTorch checkpoint (the manifest's
-    source unless ``source`` names another), every other variant against fp32. Returns
-    the reports; raises :class:`ValidationError` if fp32 is beyond ``atol``. The source is checked
-    like an export's: no custom code, pickle weights only with ``allow_pickle``."""
+    source unless ``source`` names another), every other variant against fp32 by the
+    task's agreement metric. Returns the reports; raises :class:`ValidationError` if fp32
+    is beyond ``atol`` or any variant is below its task's threshold (one kept with
+    ``--allow-degraded`` included: it is still below). The source is checked like an
+    export's: no custom code, pickle weights only with ``allow_pickle``."""
+    from edgeformers.exporter.agreement import AgreementCheck, describe_failure
     from edgeformers.exporter.source import resolve_source
     from edgeformers.models.families import check_supports
     from edgeformers.models.tasks import resolve_task
@@ -164,11 +131,18 @@ def validate_bundle(
         raise ExportError(f"{bundle.path}: the manifest records no source; pass the checkpoint with --source")
     checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"), allow_pickle=allow_pickle)
     fp32 = bundle.onnx_path("fp32")
-    inputs = reference_inputs(reference_tokenizer(bundle.path), manifest.processing.get("max_length"), manifest.inputs)
+    max_length = manifest.processing.get("max_length")
+    inputs = reference_inputs(reference_tokenizer(bundle.path), max_length, manifest.inputs)
     fp32_results = run_onnx(fp32, inputs)
     expected = torch_outputs(checkpoint.path, resolve_task(manifest.task), inputs, manifest.outputs)
     reports = {"fp32": compare_outputs(fp32_results, expected, family.atol if atol is None else atol)}
-    for dtype in manifest.variants:
-        if dtype != "fp32":
-            reports[dtype] = task_agreement(fp32_results, run_onnx(bundle.onnx_path(dtype), inputs), inputs)
+    others = [dtype for dtype in manifest.variants if dtype != "fp32"]
+    if others:
+        check = AgreementCheck.prepare(bundle.path, manifest.task, max_length, manifest.inputs, fp32)
+        for dtype in others:
+            reports[dtype] = check.measure(bundle.onnx_path(dtype))
+    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
+                if dtype != "fp32" and not report["passed"]]
+    if failures:
+        raise ValidationError("; ".join(failures))
     return reports

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from edgeformers.exporter.agreement import AgreementCheck, hold_to_threshold
 from edgeformers.exporter.onnx_files import uses_external_data
 from edgeformers.exporter.output_dir import (
     disk_full_error,
@@ -25,11 +26,10 @@ from edgeformers.exporter.output_dir import (
     swap_into_place,
     write_lock,
 )
-from edgeformers.exporter.quantize import make_variant
-from edgeformers.exporter.validate import reference_inputs, run_onnx, task_agreement
+from edgeformers.exporter.quantize import VariantOptions, check_variant_options, make_variant
 from edgeformers.models.dtypes import DTYPES, EXTERNAL_DATA_SUFFIX, dtype_spec, onnx_file_name
 from edgeformers.models.errors import ExportError
-from edgeformers.models.families import Family, check_supports
+from edgeformers.models.families import Family, check_dtypes, check_supports
 from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest, Variant, describe_files
 
 logger = logging.getLogger(__name__)
@@ -51,32 +51,35 @@ def make_checked_variant(
     fp32: Path,
     dtype: str,
     family: Family,
-    inputs: list[dict[str, Any]],
-    fp32_results: list[dict[str, Any]],
+    check: AgreementCheck,
     staging: Path | None = None,
+    allow_degraded: bool = False,
+    options: VariantOptions | None = None,
 ) -> tuple[Variant, dict[str, Any]]:
     """Write the ``dtype`` variant beside ``fp32`` (or into ``staging`` under its final
-    name, for the caller to move) and measure its task-level agreement with fp32."""
+    name, for the caller to move) and hold its task-level agreement with fp32 to the
+    task's threshold: below it, :class:`ValidationError` with the figures (the caller
+    discards what was written), unless ``allow_degraded`` keeps it marked degraded."""
     final = fp32.with_name(onnx_file_name("model", dtype))
     target = (staging or final.parent) / final.name
-    settings = make_variant(fp32, target, dtype, family, external_data=uses_external_data(fp32))
-    report = task_agreement(fp32_results, run_onnx(target, inputs), inputs)
+    settings = make_variant(fp32, target, dtype, family, external_data=uses_external_data(fp32), options=options)
+    report = hold_to_threshold(check.measure(target), dtype, allow_degraded)
     return Variant(dtype, {"model": final.relative_to(bundle).as_posix()}, settings), report
 
 
-def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None) -> Manifest:
+def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None,
+                 allow_degraded: bool = False, options: VariantOptions | None = None) -> Manifest:
     """Add variants to an existing bundle, all or nothing, even if the process is killed.
 
     The new bundle is assembled in a copy, a ``.BUNDLE.partial-*`` sibling (user files
     kept; it needs the bundle's size in free space), and swapped in as a whole by
     ``output_dir`` under the lock ``export`` takes: a reader sees the old bundle or the new.
     """
-    import transformers
-
     from edgeformers.runtime.bundle import Bundle
 
     step = progress or logger.info
     wanted = parse_dtypes(dtypes)[1:]
+    check_variant_options(wanted, options, None)  # before the lock and the copy: bad input costs nothing
     if not wanted:
         raise ExportError("quantize adds variants made from fp32: pass --dtype with one or more of "
                           f"{', '.join(d for d in DTYPES if d != 'fp32')}")
@@ -92,10 +95,10 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         bundle = Bundle.open(target, verify=True)
         manifest = bundle.manifest
         family = check_supports(manifest.model_type, manifest.task)
+        check_dtypes(family, wanted)
         fp32 = bundle.onnx_path("fp32")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundle.path))
-        inputs = reference_inputs(tokenizer, manifest.processing.get("max_length"), manifest.inputs)
-        fp32_results = run_onnx(fp32, inputs)
+        check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
+                                       manifest.inputs, fp32)
         work = make_work_dir(target)
         try:
             _copy_tree(target, work)
@@ -103,7 +106,8 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
             staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_fp32.parent))
             for dtype in wanted:
                 step(f"making the {dtype} variant and checking it against fp32")
-                variant, report = make_checked_variant(work, work_fp32, dtype, family, inputs, fp32_results, staging)
+                variant, report = make_checked_variant(work, work_fp32, dtype, family, check, staging,
+                                                       allow_degraded, options)
                 manifest.variants[dtype] = variant
                 manifest.validation[dtype] = report
             ours = set(manifest.files)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 from edgeformers.models.dtypes import dtype_spec, recommended_dtype
@@ -68,7 +69,22 @@ def pipeline(
     cls = pipeline_class(spec.name)
     result = cls(bundle, dtype, plan, threads=threads, strict=strict)
     logger.info("loaded %s (%s) on %s", bundle.path, dtype, ", ".join(result.providers))
+    _warn_if_degraded(bundle, dtype)
     return result
+
+
+def _warn_if_degraded(bundle: Bundle, dtype: str) -> None:
+    """A variant kept with ``--allow-degraded`` loads (the user chose to keep it) with one
+    warning at load time, not per call: its answers move from fp32's more than its task's
+    threshold allows."""
+    report = bundle.manifest.validation.get(dtype)
+    if isinstance(report, dict) and report.get("degraded"):
+        warnings.warn(
+            f"{bundle.path}: the {dtype} variant was kept degraded: {report.get('metric')} "
+            f"{report.get('value')} against fp32 is below the task's threshold {report.get('threshold')}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _compatible(requested: str, exported: str) -> bool:

@@ -120,7 +120,8 @@ def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
         files = ", ".join(variant.files.values())
         if dtype in present:
             # Checks the graphs and their external data (sha256 too with --verify).
-            click.echo(f"  {dtype:<6} {files:<40} {opened.variant_bytes(dtype) / 1e6:8.1f} MB (with weights)")
+            click.echo(f"  {dtype:<6} {files:<40} {opened.variant_bytes(dtype) / 1e6:8.1f} MB (with weights)"
+                       + _degraded_note(manifest.validation.get(dtype)))
         else:
             missing = ", ".join(opened.missing_files(dtype))
             click.echo(f"  {dtype:<6} {files:<40} listed but absent (missing: {missing})")
@@ -135,6 +136,15 @@ def inspect_command(bundle: Path, verify: bool, as_json: bool) -> None:
             absent = len(manifest.files) - len(set(checked) & set(manifest.files))
             click.echo(f"checksums: all {len(set(checked) & set(manifest.files))} files present match"
                        + (f" ({absent} files of absent variants not checked)" if absent else ""))
+
+
+def _degraded_note(report: Any) -> str:
+    """`` DEGRADED (metric value < threshold)`` for a variant kept with --allow-degraded."""
+    if not isinstance(report, dict) or not report.get("degraded"):
+        return ""
+    value = report.get("value")
+    shown = f"{value:.4f}" if isinstance(value, (int, float)) else value
+    return f"  DEGRADED ({report.get('metric')} {shown} < threshold {report.get('threshold')})"
 
 
 @click.command("tasks")

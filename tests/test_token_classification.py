@@ -12,6 +12,8 @@ import warnings
 import pytest
 import transformers
 
+from edgeformers.exporter.agreement import AGREEMENT_TEXTS
+from edgeformers.models.agreement import agreement_rule
 from edgeformers.runtime import InputError, pipeline
 
 STRATEGIES = ["none", "simple", "first", "average", "max"]
@@ -170,9 +172,20 @@ def test_accepts_transformers_enum(bundle_factory):
     assert ours(TEXTS[0], aggregation_strategy=AggregationStrategy.MAX) == ours(TEXTS[0], aggregation_strategy="MAX")
 
 
-def test_q8_variant_runs(arch):
-    """q8 agreement with fp32 is measured, not asserted (random tiny weights)."""
+def test_q8_entities_agree_with_fp32_above_the_catalog_threshold(arch):
+    """Over the exporter's ~40 texts, the q8 pipeline's entities (simple grouping) match
+    fp32's — same start, end and type — at least the catalog's entity-agreement share:
+    matched / max(fp32's count, q8's count), summed over the texts."""
     ours, _, _ = arch
     quantized = pipeline("ner", ours.bundle.path, dtype="q8", device="cpu")
-    result = quantized(TEXTS, aggregation_strategy="simple")
-    assert len(result) == len(TEXTS) and all(isinstance(row, list) for row in result)
+    texts = list(AGREEMENT_TEXTS)
+
+    def spans(rows):
+        return [{(e["start"], e["end"], e["entity_group"]) for e in row} for row in rows]
+
+    want = spans(ours(texts, aggregation_strategy="simple"))
+    got = spans(quantized(texts, aggregation_strategy="simple"))
+    matched = sum(len(a & b) for a, b in zip(want, got))
+    total = sum(max(len(a), len(b)) for a, b in zip(want, got))
+    assert total > len(texts)  # the texts do produce entities to compare
+    assert matched / total >= agreement_rule("token-classification").threshold, (matched, total)

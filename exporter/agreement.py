@@ -1,0 +1,337 @@
+"""Task-level agreement of a variant (q8, fp16 …) with the fp32 graph, held to the
+catalog's threshold for the task (``edgeformers.models.agreement``).
+
+The validation set is ~40 fixed, varied texts (short, long, accented, CJK, emoji, other
+scripts, names and places) shaped for the task: single texts for classifiers and
+embeddings, NLI pairs for zero-shot, question/context pairs for QA, texts with the
+model's mask token for fill-mask. Large enough that one changed answer is 2.5 points,
+small enough that a tiny model checks in well under a second. Inputs run in padded
+batches of 8, as the runtime's pipelines run them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeformers.models.agreement import (
+    ENTITY_AGREEMENT,
+    LABEL_AGREEMENT,
+    MIN_COSINE,
+    SPAN_AGREEMENT,
+    TOP1_TOKEN_AGREEMENT,
+    AgreementRule,
+    agreement_rule,
+)
+from edgeformers.models.errors import ValidationError
+
+logger = logging.getLogger(__name__)
+
+AGREEMENT_TEXTS: tuple[str, ...] = (
+    "I love this.",
+    "This was a terrible waste of time and money, and I want it back.",
+    "Café au lait in Zürich costs 5 € — naïve pricing?",
+    "東京は日本の首都です 🙂",
+    " ".join(["The quick brown fox jumps over the lazy dog."] * 80),
+    "My name is Wolfgang and I live in Berlin.",
+    "Hugging Face Inc. is based in New York City; Sarah Connor works there.",
+    "The service was slow and rude, but the food was excellent.",
+    "Absolutely fantastic!",
+    "ok",
+    "What a wonderful day 🌞🎉",
+    "The book is boring and far too long.",
+    "Angela Merkel met Emmanuel Macron in Paris on Tuesday.",
+    "Ünïcödé Straße, São Paulo, Kraków and Reykjavík.",
+    "I would not recommend it to anyone.",
+    "The product works well, nothing special.",
+    "北京和上海是中国最大的城市。",
+    "서울은 한국의 수도입니다.",
+    "Привет, как дела? Всё хорошо.",
+    "The meeting is at 10:30 on 2024-03-15, room 4B.",
+    "def f(x): return x ** 2  # square",
+    "WHY IS EVERYTHING IN CAPITALS?!",
+    "the cat likes the red ball every day!",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby across the street.",
+    "Apple released a new phone in California last September.",
+    "Email me at jane.doe@example.com or call +1 555 0100.",
+    "It's not bad... actually, it's pretty good.",
+    "The stock fell 3.5% after the earnings report from Microsoft.",
+    "😀😃😄😁",
+    "Barack Obama was born in Hawaii and studied at Harvard.",
+    "The river flows quietly past the old mill in the morning.",
+    " ".join(["the movie was long but the ending made up for it."] * 6),
+    "Dr. Smith arrived late; the patients were not amused.",
+    "Ich habe keine Zeit, aber das Essen war gut.",
+    "La vie est belle à Montréal en été.",
+    "¿Dónde está la biblioteca? ¡No lo sé!",
+    "   leading and trailing spaces   ",
+    "Tokyo, Osaka and Kyoto are cities in Japan.",
+    "مرحبا بالعالم، كيف حالك؟",
+)
+# Questions for QA pairs (each text is a context) and labels for zero-shot NLI pairs,
+# taken in turn.
+QUESTIONS: tuple[str, ...] = (
+    "Who is it about?", "Where does it happen?", "What is it?", "When was it?",
+    "Why?", "How much does it cost?", "Which city is named?",
+)
+ZERO_SHOT_LABELS: tuple[str, ...] = ("politics", "sports", "food", "travel", "technology", "happy", "sad")
+ZERO_SHOT_TEMPLATE = "This example is {}."  # transformers' default hypothesis_template
+BATCH_SIZE = 8
+MAX_ANSWER_LEN = 15  # transformers' default max_answer_len
+
+
+def masked_texts(mask_token: str) -> list[str]:
+    """Each validation text with one word (the middle one, at most the sixth, so that
+    truncation keeps it) replaced by ``mask_token``; one-word texts get it appended."""
+    texts = []
+    for text in AGREEMENT_TEXTS:
+        words = text.split()
+        if len(words) > 1:
+            words[min(len(words) // 2, 5)] = mask_token
+        else:
+            words.append(mask_token)
+        texts.append(" ".join(words))
+    return texts
+
+
+def qa_pairs() -> list[tuple[str, str]]:
+    """(question, context) pairs: every validation text as a context."""
+    return [(QUESTIONS[i % len(QUESTIONS)], text) for i, text in enumerate(AGREEMENT_TEXTS)]
+
+
+def zero_shot_pairs() -> list[tuple[str, str]]:
+    """(premise, hypothesis) pairs as the zero-shot pipeline builds them."""
+    return [(text, ZERO_SHOT_TEMPLATE.format(ZERO_SHOT_LABELS[i % len(ZERO_SHOT_LABELS)]))
+            for i, text in enumerate(AGREEMENT_TEXTS)]
+
+
+@dataclass
+class AgreementCheck:
+    """The validation set of one task, tokenized for one bundle, with fp32's outputs on it.
+
+    ``positions[b]`` marks, per batch, the token positions the metric reads: context
+    tokens (QA), real non-special tokens (NER), mask positions (fill-mask), real tokens
+    (embeddings); unused for sequence labels.
+    """
+
+    task: str
+    rule: AgreementRule
+    feeds: list[dict[str, np.ndarray]]
+    positions: list[np.ndarray]
+    examples: int
+    labels: dict[int, str] = field(default_factory=dict)
+    fp32_results: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, folder: Path, task: str, max_length: int | None, graph_inputs: list[str],
+                fp32: Path | None = None) -> AgreementCheck:
+        """Tokenize the task's validation set with the bundle's tokenizer in ``folder``
+        (labels from its config.json) and, if ``fp32`` is given, run that graph on it."""
+        from edgeformers.exporter.validate import reference_tokenizer, run_onnx
+        from edgeformers.runtime.bundle import read_json
+
+        rule = agreement_rule(task)
+        tokenizer = reference_tokenizer(folder)
+        id2label = read_json(folder / "config.json").get("id2label") or {}
+        check = cls(task=_task_name(task), rule=rule, feeds=[], positions=[], examples=0,
+                    labels={int(k): str(v) for k, v in id2label.items()})
+        check._tokenize(tokenizer, max_length, set(graph_inputs) | {"attention_mask"})
+        if fp32 is not None:
+            check.fp32_results = run_onnx(fp32, check.feeds)
+        return check
+
+    def _tokenize(self, tokenizer: Any, max_length: int | None, keep: set[str]) -> None:
+        limit = {"max_length": max_length} if max_length else {}
+        first: list[str]
+        second: list[str] | None = None
+        truncation: str | bool = True
+        if self.task == "question-answering":
+            first, second = map(list, zip(*qa_pairs()))
+            truncation = "only_second"
+        elif self.task == "zero-shot-classification":
+            first, second = map(list, zip(*zero_shot_pairs()))
+        elif self.task == "fill-mask":
+            first = masked_texts(tokenizer.mask_token)
+        else:
+            first = list(AGREEMENT_TEXTS)
+        self.examples = len(first)
+        for start in range(0, len(first), BATCH_SIZE):
+            args = [first[start:start + BATCH_SIZE]]
+            if second is not None:
+                args.append(second[start:start + BATCH_SIZE])
+            encoded = tokenizer(*args, padding=True, truncation=truncation, return_tensors="np",
+                                return_special_tokens_mask=True, **limit)
+            attention = encoded["attention_mask"].astype(bool)
+            if self.task == "question-answering":
+                rows = [[sid == 1 for sid in encoded.sequence_ids(i)] for i in range(attention.shape[0])]
+                positions = np.asarray(rows, dtype=bool) & attention
+            elif self.task == "fill-mask":
+                positions = encoded["input_ids"] == tokenizer.mask_token_id
+            elif self.task == "token-classification":
+                positions = attention & ~encoded["special_tokens_mask"].astype(bool)
+            else:
+                positions = attention
+            self.feeds.append({k: v for k, v in encoded.items() if k in keep})
+            self.positions.append(positions)
+        if self.task == "fill-mask" and not any(p.any() for p in self.positions):
+            # No mask survived tokenization (a tokenizer without one): compare every real token.
+            self.positions = [feed["attention_mask"].astype(bool) for feed in self.feeds]
+
+    def measure(self, candidate: Path) -> dict[str, Any]:
+        """The agreement report of the graph at ``candidate`` against fp32."""
+        from edgeformers.exporter.validate import run_onnx
+
+        return task_agreement(self.fp32_results, run_onnx(candidate, self.feeds), self)
+
+
+def _task_name(task: str) -> str:
+    from edgeformers.models.tasks import resolve_task
+
+    return resolve_task(task).name
+
+
+def task_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                   check: AgreementCheck) -> dict[str, Any]:
+    """How far ``candidate``'s answers move from ``reference``'s (fp32) by the task's
+    metric; the report says whether that passes the catalog's threshold."""
+    rule = check.rule
+    value, details = _METRICS[rule.metric](reference, candidate, check)
+    return {
+        "reference": "fp32",
+        "inputs": check.examples,
+        "metric": rule.metric,
+        "value": value,
+        "threshold": rule.threshold,
+        "passed": bool(value >= rule.threshold),
+        rule.metric: value,  # the figure under its own name too, as earlier manifests had it
+        "details": details,
+    }
+
+
+def hold_to_threshold(report: dict[str, Any], dtype: str, allow_degraded: bool) -> dict[str, Any]:
+    """Raise :class:`ValidationError` with the figures if the variant failed its
+    threshold, unless ``allow_degraded``: then mark the report ``degraded`` and go on."""
+    if report["passed"]:
+        return report
+    figures = describe_failure(dtype, report)
+    if not allow_degraded:
+        raise ValidationError(f"{figures}; nothing was written (--allow-degraded keeps such a variant, marked)")
+    logger.warning("keeping a degraded variant: %s", figures)
+    return {**report, "degraded": True}
+
+
+def describe_failure(dtype: str, report: dict[str, Any]) -> str:
+    return (f"the {dtype} variant is below its task's threshold: {report['metric']} "
+            f"{report['value']:.4f} < {report['threshold']:g} over {report['inputs']} inputs")
+
+
+# --- metrics: (fp32 results, variant results, check) -> (value, details) ----------------
+
+Metric = Callable[[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], AgreementCheck],
+                  tuple[float, dict[str, Any]]]
+
+
+def _label_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                     check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    same = [int(a == b) for ref, cand in zip(reference, candidate)
+            for a, b in zip(ref["logits"].argmax(-1), cand["logits"].argmax(-1))]
+    return _share(sum(same), len(same), "inputs")
+
+
+def _span_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                    check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    agree = total = 0
+    for ref, cand, allowed in zip(reference, candidate, check.positions):
+        for row in range(allowed.shape[0]):
+            want = _best_span(ref["start_logits"][row], ref["end_logits"][row], allowed[row])
+            got = _best_span(cand["start_logits"][row], cand["end_logits"][row], allowed[row])
+            agree += want == got
+            total += 1
+    return _share(agree, total, "pairs")
+
+
+def _best_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray) -> tuple[int, int] | None:
+    """The (start, end) token span the question-answering pipeline answers with."""
+    from edgeformers.runtime.pipelines.question_answering import select_spans
+
+    if not allowed.any():
+        return None
+    starts, ends, _, _ = select_spans(start.astype(np.float32), end.astype(np.float32), allowed, 0.0, 1,
+                                      False, MAX_ANSWER_LEN)
+    return (int(starts[0]), int(ends[0])) if len(starts) else None
+
+
+def _entity_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                      check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    matched = total = fp32_entities = 0
+    for ref, cand, real in zip(reference, candidate, check.positions):
+        for row in range(real.shape[0]):
+            want = _entities(ref["logits"][row].argmax(-1), real[row], check.labels)
+            got = _entities(cand["logits"][row].argmax(-1), real[row], check.labels)
+            matched += len(want & got)
+            total += max(len(want), len(got))
+            fp32_entities += len(want)
+    value, details = _share(matched, total, "entities")
+    return value, {**details, "fp32_entities": fp32_entities}
+
+
+def _entities(label_ids: np.ndarray, real: np.ndarray, labels: dict[int, str]) -> set[tuple[int, int, str]]:
+    """(first token, last token, type) of each entity, grouped as aggregation_strategy=
+    'simple' groups tokens: a B- tag or another type opens a new group; 'O' is dropped."""
+    from edgeformers.runtime.pipelines.entity_grouping import get_tag
+
+    groups: list[tuple[int, int, str]] = []
+    for index in np.flatnonzero(real):
+        bi, tag = get_tag(labels.get(int(label_ids[index]), f"LABEL_{int(label_ids[index])}"))
+        if groups and groups[-1][2] == tag and bi != "B":
+            groups[-1] = (groups[-1][0], int(index), tag)
+        else:
+            groups.append((int(index), int(index), tag))
+    return {group for group in groups if group[2] != "O"}
+
+
+def _top1_token_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                          check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    agree = total = 0
+    for ref, cand, positions in zip(reference, candidate, check.positions):
+        same = ref["logits"].argmax(-1) == cand["logits"].argmax(-1)
+        agree += int(same[positions].sum())
+        total += int(positions.sum())
+    return _share(agree, total, "positions")
+
+
+def _min_cosine(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    cosines: list[float] = []
+    for ref, cand, mask in zip(reference, candidate, check.positions):
+        weights = mask[..., None].astype(np.float32)
+        for name, want in ref.items():
+            if want.ndim != 3:
+                continue
+            a = (want * weights).sum(1) / weights.sum(1)
+            b = (cand[name].astype(np.float32) * weights).sum(1) / weights.sum(1)
+            cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+            cosines.extend(float(c) if math.isfinite(c) else -1.0 for c in cos)  # NaN/inf: the worst
+    if not cosines:
+        raise ValidationError("feature-extraction graph has no (batch, tokens, hidden) output to compare")
+    return min(cosines), {"mean_cosine": float(np.mean(cosines)), "embeddings": len(cosines)}
+
+
+def _share(agree: int, total: int, unit: str) -> tuple[float, dict[str, Any]]:
+    return (agree / total if total else 1.0), {"agree": int(agree), unit: int(total)}
+
+
+_METRICS: dict[str, Metric] = {
+    LABEL_AGREEMENT: _label_agreement,
+    SPAN_AGREEMENT: _span_agreement,
+    ENTITY_AGREEMENT: _entity_agreement,
+    TOP1_TOKEN_AGREEMENT: _top1_token_agreement,
+    MIN_COSINE: _min_cosine,
+}
