@@ -29,8 +29,8 @@ def require_export_extra() -> None:
     if missing:
         raise MissingExtraError(
             f"exporting needs {', '.join(missing)}, which are not installed; "
-            "install the export extra: pip install 'edgeformers[export]' "
-            "(with torch's CPU build: pip install torch==2.13.0 first)"
+            "install the export extra: pip install 'edgeformers[export]', or pip install '.[export]' in a clone "
+            "of the repository (with torch's CPU build: pip install torch==2.13.0 first)"
         )
 
 
