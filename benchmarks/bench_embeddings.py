@@ -99,6 +99,7 @@ def ensure_bundle(dtypes: list[str], force: bool = False) -> Path:
     from edgeformers.exporter.build import export
 
     log(f"exporting {BUNDLE} ({','.join(dtypes)})")
+    stamp.unlink(missing_ok=True)  # export --force replaces only a folder holding nothing but a bundle's files
     export(str(model_dir()), BUNDLE, task="feature-extraction", dtypes=dtypes, force=True, progress=log)
     stamp.write_text(json.dumps(recipe, indent=2))
     return BUNDLE
@@ -300,7 +301,7 @@ def main() -> None:
                      ratio(torch_ms["b32"], b32), cold.get("wall_s", float("nan")),
                      cold.get("peak_rss_mb", float("nan")), acc[name]["min_cosine"], acc[name]["mean_cosine"],
                      acc[name]["retrieval_top1_agreement"]])
-    print(table(["engine", "graph+weights MB", "b1 ms", "b1 p90 ms", "b32 ms", "b32 sent/s", "b1 speed-up vs ST",
+    print(table(["engine", "graph+weights MiB", "b1 ms", "b1 p90 ms", "b32 ms", "b32 sent/s", "b1 speed-up vs ST",
                  "b32 speed-up vs ST", "cold start s", "peak RSS MB", "min cos vs ST", "mean cos vs ST",
                  "top-1 neighbour agreement"], rows, digits=3))
     if with_fastembed:

@@ -169,6 +169,7 @@ def ensure_model(name: str, force: bool = False) -> tuple[Path, Path]:
         build_checkpoint(name, checkpoint)
     if rebuilt or not _fresh(bundle, recipe) or not (bundle / "edgeformers.json").is_file():
         log(f"exporting {bundle} (fp32,q8); BERT-base takes a few minutes")
+        (bundle / STAMP).unlink(missing_ok=True)  # --force replaces only a bundle's own files
         export(str(checkpoint), bundle, task=recipe["task"], dtypes=["fp32", "q8"], force=True, progress=log)
         (bundle / STAMP).write_text(json.dumps(recipe, indent=2))
     return checkpoint, bundle

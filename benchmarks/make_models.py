@@ -105,6 +105,8 @@ def build_bundle(checkpoint: Path = CHECKPOINT, out: Path = BUNDLE) -> Path:
     """``edgeformers export CKPT OUT --task text-classification --dtype fp32,q8`` in-process."""
     from edgeformers.exporter.build import export
 
+    # export --force replaces only a folder holding nothing but a bundle's listed files
+    (out / STAMP).unlink(missing_ok=True)
     export(str(checkpoint), out, task=TASK, dtypes=DTYPES, force=True, progress=log)
     (out / STAMP).write_text(json.dumps(RECIPE, indent=2))
     return out
