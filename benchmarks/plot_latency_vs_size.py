@@ -48,8 +48,10 @@ def add_dtypes(bundle: Path, dtypes: list[str]) -> None:
                        env=child_env(), cwd=REPO)
 
 
-def bench(bundle: Path, runs: int) -> dict[str, Any]:
+def bench(bundle: Path, runs: int, replot: bool = False) -> dict[str, Any]:
     out = RESULTS_DIR / f"edgeformers_bench_{bundle.name}.json"
+    if replot and out.is_file():
+        return json.loads(out.read_text())
     command = [*EDGEFORMERS, "bench", str(bundle), "--device", "cpu", "--batch", "1", "--seq-len", "16,128",
                "--runs", str(runs), "--json", str(out)]
     log(" ".join(["edgeformers", *command[3:]]))
@@ -80,7 +82,7 @@ def plot(reports: dict[str, dict[str, Any]], seq_lens: list[int]) -> None:
         axis.set_yscale("log")
         for ticks in (axis.xaxis, axis.yaxis):  # plain numbers, not 3x10^1
             ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ticks.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ticks.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "235" else ""))
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle("edgeformers bench: latency against size per variant")
@@ -92,6 +94,7 @@ def plot(reports: dict[str, dict[str, Any]], seq_lens: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="timed calls per shape (edgeformers bench --runs)")
+    parser.add_argument("--replot", action="store_true", help="draw from the last run's JSON, measuring nothing")
     parser.add_argument("--add-dtypes", default="", help="variants to quantize into the bundles first, e.g. fp16")
     args = parser.parse_args()
     warn_if_busy()
@@ -99,7 +102,7 @@ def main() -> None:
     for name, bundle in bundles().items():
         if args.add_dtypes:
             add_dtypes(bundle, [d.strip() for d in args.add_dtypes.split(",") if d.strip()])
-        reports[name] = bench(bundle, args.runs)
+        reports[name] = bench(bundle, args.runs, args.replot)
     plot(reports, [16, 128])
     rows = []
     for name, report in reports.items():
