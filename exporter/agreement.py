@@ -29,7 +29,7 @@ from edgeformers.models.agreement import (
     AgreementRule,
     agreement_rule,
 )
-from edgeformers.models.errors import ValidationError
+from edgeformers.models.errors import InputError, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -128,20 +128,26 @@ class AgreementCheck:
     examples: int
     labels: dict[int, str] = field(default_factory=dict)
     fp32_results: list[dict[str, np.ndarray]] = field(default_factory=list)
+    #: The lowest passing value: the catalog's unless the user chose one (``--min-agreement``).
+    threshold: float = 1.0
+    threshold_source: str = "catalog"
 
     @classmethod
     def prepare(cls, folder: Path, task: str, max_length: int | None, graph_inputs: list[str],
-                fp32: Path | None = None) -> AgreementCheck:
+                fp32: Path | None = None, min_agreement: float | None = None) -> AgreementCheck:
         """Tokenize the task's validation set with the bundle's tokenizer in ``folder``
-        (labels from its config.json) and, if ``fp32`` is given, run that graph on it."""
+        (labels from its config.json) and, if ``fp32`` is given, run that graph on it.
+        ``min_agreement`` replaces the catalog's threshold (a user's own bar, recorded)."""
         from edgeformers.exporter.validate import reference_tokenizer, run_onnx
         from edgeformers.runtime.bundle import read_json
 
         rule = agreement_rule(task)
+        threshold = rule.threshold if min_agreement is None else check_min_agreement(min_agreement)
         tokenizer = reference_tokenizer(folder)
         id2label = read_json(folder / "config.json").get("id2label") or {}
         check = cls(task=_task_name(task), rule=rule, feeds=[], positions=[], examples=0,
-                    labels={int(k): str(v) for k, v in id2label.items()})
+                    labels={int(k): str(v) for k, v in id2label.items()}, threshold=threshold,
+                    threshold_source="catalog" if min_agreement is None else "user")
         check._tokenize(tokenizer, max_length, set(graph_inputs) | {"attention_mask"})
         if fp32 is not None:
             check.fp32_results = run_onnx(fp32, check.feeds)
@@ -191,6 +197,13 @@ class AgreementCheck:
         return task_agreement(self.fp32_results, run_onnx(candidate, self.feeds), self)
 
 
+def check_min_agreement(value: float) -> float:
+    """A user's threshold must be a number in (0, 1]: every metric is a share or a cosine."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise InputError(f"--min-agreement must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 def _task_name(task: str) -> str:
     from edgeformers.models.tasks import resolve_task
 
@@ -208,8 +221,9 @@ def task_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[
         "inputs": check.examples,
         "metric": rule.metric,
         "value": value,
-        "threshold": rule.threshold,
-        "passed": bool(value >= rule.threshold),
+        "threshold": check.threshold,
+        "threshold_source": check.threshold_source,
+        "passed": bool(value >= check.threshold),
         rule.metric: value,  # the figure under its own name too, as earlier manifests had it
         "details": details,
     }

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeformers.exporter.agreement import AgreementCheck
+from edgeformers.exporter.agreement import AgreementCheck, check_min_agreement
 from edgeformers.exporter.onnx_files import restore, uses_external_data
 from edgeformers.exporter.optimize import check_optimize, optimize_graph
 from edgeformers.exporter.output_dir import (
@@ -70,6 +70,7 @@ def export(
     options: VariantOptions | None = None,
     optimize: str | None = None,
     allow_pickle: bool = False,
+    min_agreement: float | None = None,
 ) -> Manifest:
     """Export ``source`` for ``task`` into the bundle folder ``output``; returns its manifest.
 
@@ -83,11 +84,15 @@ def export(
     ``options`` are the q4/int8-static settings; ``optimize`` (O1/O2/O3) fuses the fp32
     graph before variants are made from it (see ``optimize``). ``allow_pickle`` lets a
     checkpoint without safetensors load its pickle weights (see ``source``).
+    ``min_agreement`` replaces the catalog's agreement threshold for the variants (recorded
+    in the manifest as the user's).
     """
     step = progress or logger.info
     spec = resolve_task(task)
     wanted = parse_dtypes(dtypes)
     _check_atol(atol)
+    if min_agreement is not None:
+        check_min_agreement(min_agreement)
     check_variant_options(wanted, options, spec.name)
     target = resolve_target(output)
     if Path(source).expanduser().is_dir():
@@ -110,7 +115,7 @@ def export(
         work = make_work_dir(target)
         try:
             manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data, allow_degraded,
-                              options, optimize)
+                              options, optimize, min_agreement)
             swap_into_place(work, target)
         except BaseException as err:
             shutil.rmtree(work, ignore_errors=True)
@@ -150,6 +155,7 @@ def _build(
     allow_degraded: bool = False,
     options: VariantOptions | None = None,
     optimize: str | None = None,
+    min_agreement: float | None = None,
 ) -> Manifest:
     step(f"[1/4] exporting {spec.export_task} graph with optimum")
     raw = work / "_optimum"
@@ -189,7 +195,8 @@ def _build(
 
     variants = {"fp32": Variant("fp32", {"model": fp32.relative_to(work).as_posix()}, extra=optimization)}
     if dtypes[1:]:  # the variants' validation set, run through fp32 once for all of them
-        check = AgreementCheck.prepare(work, spec.name, processing.get("max_length"), graph_inputs, fp32)
+        check = AgreementCheck.prepare(work, spec.name, processing.get("max_length"), graph_inputs, fp32,
+                                       min_agreement)
         for dtype in dtypes[1:]:
             step(f"[3/4] making the {dtype} variant and checking it against fp32")
             variants[dtype], validation[dtype] = make_checked_variant(work, fp32, dtype, family, check,

@@ -20,6 +20,13 @@ _allow_pickle = click.option(
          "from someone you do not trust can run code on this machine.")
 
 
+#: A user's own agreement bar, in place of the catalog's per-task threshold.
+_min_agreement = click.option(
+    "--min-agreement", type=float, default=None,
+    help="Hold the variants to this agreement with fp32 (0-1, the task's metric) instead of the catalog's "
+         "threshold; recorded in the manifest.")
+
+
 def _progress(message: str) -> None:
     click.echo(message, err=True)
 
@@ -65,11 +72,13 @@ def _options(block_size: int, symmetric: bool, calibration: Path | None, calibra
               help="Fuse the fp32 graph before variants are made: O1 basic, O2 + transformer fusions, "
                    "O3 + GELU approximation; validated against PyTorch again.")
 @_allow_pickle
+@_min_agreement
 @_variant_options
 @fail_on_errors
 def export_command(source: str, output: Path, task: str, dtypes: str, opset: int | None, atol: float | None,
                    revision: str | None, force: bool, single_file: bool, allow_degraded: bool,
-                   optimize: str | None, allow_pickle: bool, **variant_options: Any) -> None:
+                   optimize: str | None, allow_pickle: bool, min_agreement: float | None,
+                   **variant_options: Any) -> None:
     """Export SOURCE (a Hub id or a checkpoint folder) to the bundle folder OUTPUT."""
     from edgeformers.exporter import require_export_extra
 
@@ -79,7 +88,7 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
     manifest = export(source, output, task=task, dtypes=dtypes.split(","), opset=opset, atol=atol,
                       force=force, revision=revision, progress=_progress, external_data=not single_file,
                       allow_degraded=allow_degraded, options=_options(**variant_options), optimize=optimize,
-                      allow_pickle=allow_pickle)
+                      allow_pickle=allow_pickle, min_agreement=min_agreement)
     echo_reports(manifest.validation)
 
 
@@ -87,9 +96,11 @@ def export_command(source: str, output: Path, task: str, dtypes: str, opset: int
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dtype", "dtypes", default="q8", show_default=True, help="Comma-separated variants to add.")
 @click.option("--allow-degraded", is_flag=True, help=_ALLOW_DEGRADED_HELP)
+@_min_agreement
 @_variant_options
 @fail_on_errors
-def quantize_command(bundle: Path, dtypes: str, allow_degraded: bool, **variant_options: Any) -> None:
+def quantize_command(bundle: Path, dtypes: str, allow_degraded: bool, min_agreement: float | None,
+                     **variant_options: Any) -> None:
     """Add variants to BUNDLE from its fp32 graph, checked against fp32 at the task level."""
     from edgeformers.exporter import require_export_extra
 
@@ -97,7 +108,7 @@ def quantize_command(bundle: Path, dtypes: str, allow_degraded: bool, **variant_
     from edgeformers.exporter.variants import add_variants
 
     manifest = add_variants(bundle, dtypes.split(","), progress=_progress, allow_degraded=allow_degraded,
-                            options=_options(**variant_options))
+                            options=_options(**variant_options), min_agreement=min_agreement)
     added = [d.strip() for d in dtypes.split(",") if d.strip()]
     echo_reports({d: r for d, r in manifest.validation.items() if d in added})
 
@@ -107,8 +118,10 @@ def quantize_command(bundle: Path, dtypes: str, allow_degraded: bool, **variant_
 @click.option("--source", default=None, help="Checkpoint to compare with (default: the manifest's source).")
 @click.option("--atol", type=float, default=None, help="Max abs difference to PyTorch (default: the family's).")
 @_allow_pickle
+@_min_agreement
 @fail_on_errors
-def validate_command(bundle: Path, source: str | None, atol: float | None, allow_pickle: bool) -> None:
+def validate_command(bundle: Path, source: str | None, atol: float | None, allow_pickle: bool,
+                     min_agreement: float | None) -> None:
     """Check BUNDLE again: fp32 against PyTorch, the other variants against fp32 by their
     task's agreement metric; fails if any is below its threshold (degraded ones included)."""
     from edgeformers.exporter import require_export_extra
@@ -116,4 +129,5 @@ def validate_command(bundle: Path, source: str | None, atol: float | None, allow
     require_export_extra()
     from edgeformers.exporter.validate import validate_bundle
 
-    echo_reports(validate_bundle(bundle, source=source, atol=atol, allow_pickle=allow_pickle))
+    echo_reports(validate_bundle(bundle, source=source, atol=atol, allow_pickle=allow_pickle,
+                                 min_agreement=min_agreement))

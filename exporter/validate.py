@@ -109,14 +109,17 @@ def compare_outputs(
 
 
 def validate_bundle(
-    bundle_path: str | Path, source: str | None = None, atol: float | None = None, allow_pickle: bool = False
+    bundle_path: str | Path, source: str | None = None, atol: float | None = None, allow_pickle: bool = False,
+    min_agreement: float | None = None,
 ) -> dict[str, Any]:
     """Check an existing bundle again: fp32 against the PyTorch checkpoint (the manifest's
     source unless ``source`` names another), every other variant against fp32 by the
     task's agreement metric. Returns the reports; raises :class:`ValidationError` if fp32
     is beyond ``atol`` or any variant is below its task's threshold (one kept with
     ``--allow-degraded`` included: it is still below). The source is checked like an
-    export's: no custom code, pickle weights only with ``allow_pickle``."""
+    export's: no custom code, pickle weights only with ``allow_pickle``. A variant is held to
+    ``min_agreement`` when given, else to the threshold it was accepted under (a user's
+    ``--min-agreement`` recorded at export), else to the catalog's."""
     from edgeformers.exporter.agreement import AgreementCheck, describe_failure
     from edgeformers.exporter.source import resolve_source
     from edgeformers.models.families import check_supports
@@ -138,9 +141,14 @@ def validate_bundle(
     reports = {"fp32": compare_outputs(fp32_results, expected, family.atol if atol is None else atol)}
     others = [dtype for dtype in manifest.variants if dtype != "fp32"]
     if others:
-        check = AgreementCheck.prepare(bundle.path, manifest.task, max_length, manifest.inputs, fp32)
+        check = AgreementCheck.prepare(bundle.path, manifest.task, max_length, manifest.inputs, fp32, min_agreement)
         for dtype in others:
-            reports[dtype] = check.measure(bundle.onnx_path(dtype))
+            report = check.measure(bundle.onnx_path(dtype))
+            recorded = manifest.validation.get(dtype) or {}
+            if min_agreement is None and recorded.get("threshold_source") == "user":
+                threshold = float(recorded["threshold"])
+                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
+            reports[dtype] = report
     failures = [describe_failure(dtype, report) for dtype, report in reports.items()
                 if dtype != "fp32" and not report["passed"]]
     if failures:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from edgeformers.exporter.agreement import AgreementCheck, hold_to_threshold
+from edgeformers.exporter.agreement import AgreementCheck, check_min_agreement, hold_to_threshold
 from edgeformers.exporter.onnx_files import uses_external_data
 from edgeformers.exporter.output_dir import (
     disk_full_error,
@@ -68,7 +68,8 @@ def make_checked_variant(
 
 
 def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progress | None = None,
-                 allow_degraded: bool = False, options: VariantOptions | None = None) -> Manifest:
+                 allow_degraded: bool = False, options: VariantOptions | None = None,
+                 min_agreement: float | None = None) -> Manifest:
     """Add variants to an existing bundle, all or nothing, even if the process is killed.
 
     The new bundle is assembled in a copy, a ``.BUNDLE.partial-*`` sibling (user files
@@ -80,6 +81,8 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
     step = progress or logger.info
     wanted = parse_dtypes(dtypes)[1:]
     check_variant_options(wanted, options, None)  # before the lock and the copy: bad input costs nothing
+    if min_agreement is not None:
+        check_min_agreement(min_agreement)
     if not wanted:
         raise ExportError("quantize adds variants made from fp32: pass --dtype with one or more of "
                           f"{', '.join(d for d in DTYPES if d != 'fp32')}")
@@ -98,7 +101,7 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         check_dtypes(family, wanted)
         fp32 = bundle.onnx_path("fp32")
         check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
-                                       manifest.inputs, fp32)
+                                       manifest.inputs, fp32, min_agreement)
         work = make_work_dir(target)
         try:
             _copy_tree(target, work)

@@ -7,22 +7,25 @@ threshold fails ``export``/``quantize``/``validate``; ``--allow-degraded`` keeps
 marked as such in the manifest.
 
 Why these numbers (``.venv/bin/python scripts/measure_agreement.py [--minilm]`` prints
-the figures; q8 unless said):
+the figures; q8 unless said). They are the bar for real, trained checkpoints, the ones
+users export; a user may set another with ``--min-agreement`` (recorded in the manifest):
 
-- Embeddings, 0.90: the real all-MiniLM-L6-v2 keeps a min pooled cosine of 0.960 over the
-  set (short texts such as "I love this." are the lowest; mean 0.985; fp16 1.0000);
-  per-tensor int8, the known-bad setting for encoders, drops it to 0.81, scrambled
-  weights far lower. The tiny fixtures measure 0.91 (modernbert) to 0.98 (bert).
-- Labels 0.60, spans 0.50, entities 0.50, top-1 token 0.35: PROVISIONAL floors. They are
-  set by what breaks, not by what a good real model keeps: a scrambled variant lands at
-  chance (labels ~0.33-0.5 with 2-3 labels, spans and entities ~0-0.2, masked tokens ~0).
-  A trained model's q8 is expected at 0.97+ on in-domain text (published dynamic-int8
-  results lose ~1 point of accuracy/F1/EM), but no trained classifier, QA, NER or MLM
-  checkpoint is available offline to measure one, and the tiny random fixtures — whose
-  heads have no confident answers, so every near-tie flips under int8 — measure only
-  0.70-1.0 (labels), 0.675-0.90 (spans), 0.65-0.87 (entities) and 0.50-0.875 (top-1) on
-  the eight families, varying by seed. Raising these floors to real-model values needs
-  fixtures with confident (trained) heads first.
+- Embeddings, min cosine 0.95: the real all-MiniLM-L6-v2 keeps 0.960 over the set (short
+  texts such as "I love this." are the lowest; mean 0.985; fp16 1.0000); per-tensor int8,
+  the known-bad setting for encoders, drops it to 0.81; scrambled weights far lower.
+- Labels 0.90, spans 0.80, entities 0.80, top-1 masked token 0.75: published dynamic-int8
+  results on trained encoders lose about one point of accuracy/F1/EM, so in-domain
+  agreement sits near 0.97-0.99. The validation set is deliberately out of domain for
+  most models (code, CJK, "ok"), where a classifier's answer is a near-tie that int8 may
+  flip, so the bars leave room for 4 flips in 40 labels, and more for spans, entities and
+  masked tokens, which have more near-ties per input. A broken variant lands at chance
+  (labels ~0.33-0.5, spans and entities ~0-0.2, masked tokens ~0). No trained classifier,
+  QA, NER or MLM checkpoint is installable offline here, so these four bars are reasoned,
+  not yet measured on a real model of each task.
+- Tiny random-weight test checkpoints have no confident answers: every near-tie flips
+  under int8 (labels 0.70-1.0, spans 0.675-0.90, entities 0.65-0.87, top-1 0.50-0.875
+  across the eight families). The test suite exports them with an explicit
+  ``--min-agreement`` (tests/fixtures/floors.py), never by lowering these bars.
 - fp16 keeps 0.95-1.0 on every metric and family.
 - Greedy-token agreement for generators (the generation issue) shares the structure: a
   metric name here, a threshold, and a function in ``exporter/agreement.py``.
@@ -58,7 +61,7 @@ MIN_COSINE = "min_cosine"
 GREEDY_TOKEN_AGREEMENT = "greedy_token_agreement"  # for generators: reserved, no task uses it yet
 
 _LABELS = AgreementRule(
-    LABEL_AGREEMENT, 0.60,
+    LABEL_AGREEMENT, 0.90,
     "share of inputs whose top label (argmax of the logits) is the same as fp32's",
 )
 
@@ -67,24 +70,24 @@ AGREEMENT_RULES: MappingProxyType[str, AgreementRule] = MappingProxyType({
     "text-classification": _LABELS,
     "zero-shot-classification": _LABELS,
     "question-answering": AgreementRule(
-        SPAN_AGREEMENT, 0.50,
+        SPAN_AGREEMENT, 0.80,
         "share of question/context pairs whose best answer span is the same as fp32's: the "
         "(start, end) over context tokens maximising start + end logits with end >= start and "
         "at most 15 tokens, as the question-answering pipeline chooses it",
     ),
     "token-classification": AgreementRule(
-        ENTITY_AGREEMENT, 0.50,
+        ENTITY_AGREEMENT, 0.80,
         "entity spans (argmax labels over real tokens, grouped B-/I- as aggregation_strategy="
         "'simple' groups them, 'O' dropped): spans identical to fp32's (same tokens and type) "
         "divided by max(fp32's count, variant's count), summed over all inputs",
     ),
     "fill-mask": AgreementRule(
-        TOP1_TOKEN_AGREEMENT, 0.35,
+        TOP1_TOKEN_AGREEMENT, 0.75,
         "share of mask positions (all real token positions if the inputs hold no mask) whose "
         "top-1 token is the same as fp32's",
     ),
     "feature-extraction": AgreementRule(
-        MIN_COSINE, 0.90,
+        MIN_COSINE, 0.95,
         "lowest cosine between fp32's and the variant's embeddings, mean-pooled over the "
         "attention mask, over all inputs",
     ),

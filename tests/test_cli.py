@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeformers.runtime.cli import cli
+from tests.fixtures.floors import floor_for
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def invoke(*args: str, input: str | None = None):
 def test_export_then_inspect_then_run(classifier, tmp_path):
     checkpoint, _ = classifier
     out = tmp_path / "sst2"
-    result = invoke("export", str(checkpoint), str(out), "--task", "sentiment-analysis", "--dtype", "fp32,q8,fp16")
+    result = invoke("export", str(checkpoint), str(out), "--task", "sentiment-analysis", "--dtype", "fp32,q8,fp16",
+                    "--min-agreement", str(floor_for("text-classification")))
     assert result.exit_code == 0, result.output
     assert "[2/4] validating fp32 against PyTorch" in result.output  # progress is shown
     result = invoke("inspect", str(out), "--verify")

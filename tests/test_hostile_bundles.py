@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeformers.models.errors import BundleError
+from tests.fixtures.floors import floor_for
 
 ACTIONS = ("pipeline", "open", "inspect")
 TIMEOUT_S = 30
@@ -782,7 +783,8 @@ def main() -> None:
         checkpoint = build_checkpoint("bert", "sequence-classification", root / "checkpoint")
         base = root / "bundle"
         result = CliRunner().invoke(
-            cli, ["export", str(checkpoint), str(base), "--task", "text-classification", "--dtype", "fp32,q8"]
+            cli, ["export", str(checkpoint), str(base), "--task", "text-classification", "--dtype", "fp32,q8",
+                  "--min-agreement", str(floor_for("text-classification"))]
         )
         if result.exit_code != 0:
             raise SystemExit(f"export failed:\n{result.output}")

@@ -13,8 +13,8 @@ import pytest
 import transformers
 
 from edgeformers.exporter.agreement import AGREEMENT_TEXTS
-from edgeformers.models.agreement import agreement_rule
 from edgeformers.runtime import InputError, pipeline
+from tests.fixtures.floors import floor_for
 
 STRATEGIES = ["none", "simple", "first", "average", "max"]
 ARCHS = ["bert", "roberta", "deberta-v2"]
@@ -172,9 +172,9 @@ def test_accepts_transformers_enum(bundle_factory):
     assert ours(TEXTS[0], aggregation_strategy=AggregationStrategy.MAX) == ours(TEXTS[0], aggregation_strategy="MAX")
 
 
-def test_q8_entities_agree_with_fp32_above_the_catalog_threshold(arch):
+def test_q8_entities_agree_with_fp32_above_the_random_weight_floor(arch):
     """Over the exporter's ~40 texts, the q8 pipeline's entities (simple grouping) match
-    fp32's — same start, end and type — at least the catalog's entity-agreement share:
+    fp32's — same start, end and type — at least the random-weight floor's share:
     matched / max(fp32's count, q8's count), summed over the texts."""
     ours, _, _ = arch
     quantized = pipeline("ner", ours.bundle.path, dtype="q8", device="cpu")
@@ -188,4 +188,4 @@ def test_q8_entities_agree_with_fp32_above_the_catalog_threshold(arch):
     matched = sum(len(a & b) for a, b in zip(want, got))
     total = sum(max(len(a), len(b)) for a, b in zip(want, got))
     assert total > len(texts)  # the texts do produce entities to compare
-    assert matched / total >= agreement_rule("token-classification").threshold, (matched, total)
+    assert matched / total >= floor_for("token-classification"), (matched, total)

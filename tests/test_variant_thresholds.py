@@ -19,6 +19,7 @@ from edgeformers.models.errors import UnsupportedTaskError
 from edgeformers.models.tasks import TASKS
 from edgeformers.runtime import pipeline
 from edgeformers.runtime.cli import cli
+from tests.fixtures.floors import floor_for
 
 LABELS = ["NEGATIVE", "NEUTRAL", "POSITIVE"]
 
@@ -104,13 +105,16 @@ def test_validation_set_is_large_and_varied():
 
 
 def test_a_healthy_export_records_the_figures(bundle_factory):
+    """A random-weight fixture is exported with the test floor as ``--min-agreement``: the
+    manifest records it as the user's bar, and ``validate`` holds the variant to it again."""
     _, bundle = bundle_factory("bert", "sequence-classification", "text-classification", labels=LABELS)
     report = json.loads((bundle / "edgeformers.json").read_text())["validation"]["q8"]
     rule = agreement_rule("text-classification")
+    floor = floor_for("text-classification")
     assert report["metric"] == rule.metric == "label_agreement"
-    assert report["threshold"] == rule.threshold
+    assert report["threshold"] == floor and report["threshold_source"] == "user"
     assert report["passed"] is True and "degraded" not in report
-    assert report["value"] == report["label_agreement"] >= rule.threshold
+    assert report["value"] == report["label_agreement"] >= floor
     assert report["inputs"] == len(agreement.AGREEMENT_TEXTS) == report["details"]["inputs"]
     result = invoke("validate", bundle)
     assert result.exit_code == 0, result.output
@@ -188,3 +192,20 @@ class warnings_as_errors:
 
     def __exit__(self, *exc):
         return self._catcher.__exit__(*exc)
+
+
+def test_min_agreement_replaces_the_catalog_bar_and_is_checked(checkpoint, tmp_path, broken_quantizer):
+    """A user's bar is applied and recorded; one outside (0, 1] is refused before any work."""
+    out = tmp_path / "bundle"
+    refused = invoke("export", checkpoint, out, "--task", "text-classification", "--min-agreement", "1.5")
+    assert refused.exit_code != 0 and "--min-agreement must be a number in (0, 1]" in refused.output
+    assert not out.exists()
+    # the broken variant (labels rolled: ~0.03) passes a bar of 0.01, recorded as the user's
+    kept = invoke("export", checkpoint, out, "--task", "text-classification", "--dtype", "fp32,q8",
+                  "--min-agreement", "0.01")
+    assert kept.exit_code == 0, kept.output
+    report = json.loads((out / "edgeformers.json").read_text())["validation"]["q8"]
+    assert report["threshold"] == 0.01 and report["threshold_source"] == "user" and report["passed"] is True
+    assert report["value"] < agreement_rule("text-classification").threshold
+    stricter = invoke("validate", out, "--min-agreement", "0.9")
+    assert stricter.exit_code != 0 and "below its task's threshold" in stricter.output

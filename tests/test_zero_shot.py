@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import transformers
 
+from edgeformers.exporter.agreement import AGREEMENT_TEXTS
 from edgeformers.runtime import BundleError, InputError, pipeline
+from tests.fixtures.floors import floor_for
 
 NLI = ["contradiction", "neutral", "entailment"]
 TEXT = "The cat likes the red ball every day!"
@@ -148,10 +150,11 @@ def test_bad_sequences_and_call_forms(pair):
     assert ours(TEXT, multi_class=True, candidate_labels=LABELS) == ours(TEXT, LABELS, multi_label=True)
 
 
-def test_q8_label_agreement(pair, record_property):
+def test_q8_top_labels_agree_with_fp32_above_the_random_weight_floor(pair):
+    """Over the exporter's ~40 texts, the q8 pipeline ranks fp32's top label first at least
+    as often as the random-weight floor (the catalog's bar is for trained NLI models)."""
     ours, _, bundle = pair
     q8 = pipeline("zero-shot-classification", bundle, device="cpu", dtype="q8")
-    texts = [*TEXTS, LONG]
+    texts = list(AGREEMENT_TEXTS)
     agree = [a["labels"][0] == b["labels"][0] for a, b in zip(ours(texts, LABELS), q8(texts, LABELS))]
-    record_property("q8_top1_label_agreement", sum(agree) / len(agree))
-    assert sum(agree) / len(agree) >= 0.5
+    assert sum(agree) / len(agree) >= floor_for("zero-shot-classification"), (sum(agree), len(agree))
