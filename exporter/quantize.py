@@ -142,8 +142,9 @@ def dynamic_int8(source: Path, target: Path, op_types: list[str], family: Family
             per_channel=family.quantize_per_channel,
             reduce_range=family.quantize_reduce_range,
             weight_type=weight_type or QuantType.QInt8,
-            # Merged decoders keep their weights inside If-node subgraphs.
-            extra_options={"EnableSubgraph": True},
+            # Merged decoders keep their weights inside If-node subgraphs. Outputs of fused
+            # contrib ops (--optimize) have no inferred type; they are float.
+            extra_options={"EnableSubgraph": True, "DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
         )
 
 

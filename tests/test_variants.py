@@ -23,7 +23,7 @@ from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.cli import cli
 from tests.fixtures.corpus import HANDWRITTEN
 
-NEW_DTYPES = ("q4", "q4f16", "fp16", "int8-static")
+NEW_DTYPES = ("q8", "q4", "q4f16", "fp16", "int8-static")  # q8 too: dynamic int8 of a fused graph
 TEXTS = list(HANDWRITTEN[:12])
 # Hidden size 32: block 32 would be one scale per weight column; 16 keeps the tiny
 # models' q4 within the task threshold, as real widths are with 32.
@@ -180,14 +180,16 @@ def test_export_refuses_before_optimum_runs(checkpoint_factory, tmp_path, monkey
     assert not output.exists()
 
 
-def test_calibration_file_and_method_are_used_and_recorded(albert_bundle, tmp_path):
+def test_calibration_file_and_method_are_used_and_recorded(bundle_factory, tmp_path):
+    _, path = bundle_factory("bert", "sequence-classification", "text-classification", dtypes=("fp32",))
+    bundle = Path(shutil.copytree(path, tmp_path / "bundle"))
     calibration = tmp_path / "calibration.txt"
     calibration.write_text("\n".join(HANDWRITTEN[:20]), encoding="utf-8")
-    result = CliRunner().invoke(cli, ["quantize", str(albert_bundle), "--dtype", "int8-static",
+    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "int8-static",
                                       "--calibration", str(calibration), "--calibration-method", "minmax"])
     assert result.exit_code == 0, result.output
-    manifest = Bundle.open(albert_bundle, verify=True).manifest
+    manifest = Bundle.open(bundle, verify=True).manifest
     recorded = manifest.variants["int8-static"].quantization["calibration"]
     assert recorded == {"source": str(calibration), "examples": 20, "method": "minmax"}
     assert manifest.validation["int8-static"]["passed"] is True
-    assert pipeline("text-classification", albert_bundle, dtype="int8-static")("hello")[0]["label"]
+    assert pipeline("text-classification", bundle, dtype="int8-static")("hello")[0]["label"]
