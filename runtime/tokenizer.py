@@ -161,7 +161,8 @@ class TextTokenizer:
         the right, whatever ``padding_side`` says. transformers runs one input per forward
         pass (no padding); right padding behind the attention mask reproduces that, while
         left padding would shift the position ids of absolute-position models (BERT).
-        ``padding_side`` only decides what transformers decides with it: QA's order."""
+        ``padding_side`` only decides what transformers decides with it: QA's question/context
+        order, and the padding of one text's NER stride windows (:meth:`pad_windows`)."""
         width = max((len(e.ids) for e in encodings), default=0)
         shape = (len(encodings), width)
         ids = np.full(shape, self.pad_id, dtype=np.int64)
@@ -173,6 +174,19 @@ class TextTokenizer:
             mask[row, :n] = encoding.attention_mask
             types[row, :n] = encoding.type_ids
         return Batch(ids, mask, types, list(encodings))
+
+    def pad_windows(self, windows: list[Any]) -> None:
+        """Pad one text's stride windows in place to the longest of them, on the tokenizer's
+        side: what transformers' own ``padding=True`` tokenizer call does for them
+        (token-classification with ``stride``). Right padding changes nothing behind the
+        attention mask; left padding shifts the short window's position ids, and
+        transformers' results carry that shift, so this reproduces it."""
+        if not self.padding_left or len(windows) < 2:
+            return
+        width = max(len(window.ids) for window in windows)
+        pad_token = self.special_tokens.get("pad_token", "")
+        for window in windows:
+            window.pad(width, direction="left", pad_id=self.pad_id, pad_type_id=0, pad_token=pad_token)
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> Batch:
         return self.pad(self.encode(texts, pairs, **kwargs))

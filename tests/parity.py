@@ -33,11 +33,11 @@ def assert_matches(ours: Any, theirs: Any, atol: float = ATOL) -> None:
 
 def _compare(ours: Any, theirs: Any, where: str, atol: float) -> None:
     if isinstance(theirs, float):
-        assert isinstance(ours, (float, int)) and not isinstance(ours, bool), f"{where}: {ours!r} vs {theirs!r}"
-        assert abs(ours - theirs) <= atol, f"{where}: {ours!r} vs {theirs!r}"
+        assert isinstance(ours, (float, int)) and not isinstance(ours, bool), f"{where}: {_short(ours)} vs {_short(theirs)}"
+        assert abs(ours - theirs) <= atol, f"{where}: {_short(ours)} vs {_short(theirs)}"
         return
     if isinstance(theirs, dict):
-        assert isinstance(ours, dict) and set(ours) == set(theirs), f"{where}: keys {ours!r} vs {theirs!r}"
+        assert isinstance(ours, dict) and set(ours) == set(theirs), f"{where}: keys {_short(ours)} vs {_short(theirs)}"
         if set(theirs) == {"sequence", "labels", "scores"}:  # zero-shot: parallel ranked lists
             assert ours["sequence"] == theirs["sequence"], where
             _compare(_ranked(ours), _ranked(theirs), f"{where}.labels", atol)
@@ -46,7 +46,7 @@ def _compare(ours: Any, theirs: Any, where: str, atol: float) -> None:
             _compare(ours[key], theirs[key], f"{where}[{key!r}]", atol)
         return
     if isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours!r} vs {theirs!r}"
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {_short(ours)} vs {_short(theirs)}"
         try:
             for index, (a, b) in enumerate(zip(ours, theirs)):
                 _compare(a, b, f"{where}[{index}]", atol)
@@ -55,7 +55,12 @@ def _compare(ours: Any, theirs: Any, where: str, atol: float) -> None:
                 raise
             _compare_near_ties(ours, theirs, where, atol)
         return
-    assert type(ours) is type(theirs) and ours == theirs, f"{where}: {ours!r} vs {theirs!r}"
+    assert type(ours) is type(theirs) and ours == theirs, f"{where}: {_short(ours)} vs {_short(theirs)}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _ranked(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,8 +78,8 @@ def _compare_near_ties(ours: list[Any], theirs: list[Any], where: str, atol: flo
     """Rank by rank the scores agree; within a run of reference scores tied within atol
     the items are the same set, except in the last run, which a top-k cut may have split."""
     for index, (a, b) in enumerate(zip(ours, theirs)):
-        assert isinstance(a, dict) and set(a) == set(b), f"{where}[{index}]: {a!r} vs {b!r}"
-        assert abs(a["score"] - b["score"]) <= atol, f"{where}[{index}]: {a!r} vs {b!r}"
+        assert isinstance(a, dict) and set(a) == set(b), f"{where}[{index}]: {_short(a)} vs {_short(b)}"
+        assert abs(a["score"] - b["score"]) <= atol, f"{where}[{index}]: {_short(a)} vs {_short(b)}"
     runs: list[list[int]] = []
     for index in range(len(theirs)):
         if runs and theirs[runs[-1][-1]]["score"] - theirs[index]["score"] <= 2 * atol:
@@ -86,4 +91,4 @@ def _compare_near_ties(ours: list[Any], theirs: list[Any], where: str, atol: flo
         mine = sorted(strip(ours[i]) for i in run)
         reference = sorted(strip(theirs[i]) for i in run)
         if number < len(runs) - 1:
-            assert mine == reference, f"{where}[{run[0]}:{run[-1] + 1}]: {ours!r} vs {theirs!r}"
+            assert mine == reference, f"{where}[{run[0]}:{run[-1] + 1}]: {_short(ours)} vs {_short(theirs)}"

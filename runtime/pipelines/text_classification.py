@@ -40,10 +40,17 @@ class TextClassificationPipeline(Pipeline):
             return "softmax"
         return "none"
 
-    def logits(self, texts: list[str], pairs: list[str | None] | None = None, truncation: Any = True,
-               batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
-        strategy = truncation_strategy(truncation)
+    def logits(self, texts: list[str], pairs: list[str | None] | None = None, truncation: Any = None,
+               batch_size: int | None = None, max_length: int | None = None, padding: Any = False) -> np.ndarray:
         check_count("max_length", max_length)
+        if truncation is None:
+            # transformers' default: truncate to max_length only when not padding (then
+            # max_length is the padding width); the model maximum always, where
+            # transformers would fail inside the model instead.
+            truncation = True
+            if padding not in (False, "do_not_pad"):
+                max_length = None
+        strategy = truncation_strategy(truncation)
         encodings = self.tokenizer.encode(texts, pairs, truncation=strategy is not None, max_length=max_length,
                                           strategy=strategy or "longest_first")
         check_fits(encodings, self.tokenizer.max_length)
@@ -59,7 +66,7 @@ class TextClassificationPipeline(Pipeline):
         top_k: Any = _UNSET,
         function_to_apply: str | None = None,
         return_all_scores: bool | None = None,
-        truncation: bool | str = True,
+        truncation: bool | str | None = None,
         padding: bool | str = False,
         max_length: int | None = None,
         batch_size: int | None = None,
@@ -68,7 +75,9 @@ class TextClassificationPipeline(Pipeline):
         best label), a list gives one such dict per text; with ``top_k`` (None = all)
         each text gets a sorted list. The deprecated ``return_all_scores=True`` gives every
         label in label order, nested as transformers nests it (``[[...]]`` for a string).
-        ``padding`` is accepted for transformers' sake: batches are always padded per batch."""
+        ``truncation``/``max_length``/``padding`` as transformers' tokenizer takes them,
+        except that by default an input over the model maximum is truncated to it (where
+        transformers fails); batches are always padded per batch, behind the mask."""
         legacy = top_k is _UNSET
         if not legacy:
             check_top_k(top_k)
@@ -88,7 +97,7 @@ class TextClassificationPipeline(Pipeline):
             raise InputError(
                 f"function_to_apply {function_to_apply!r} is unknown; expected 'softmax', 'sigmoid' or 'none'"
             ) from None
-        scores = activate(self.logits(texts, pairs, truncation, batch_size, max_length))
+        scores = activate(self.logits(texts, pairs, truncation, batch_size, max_length, padding))
         results = [self._postprocess(row, None if legacy else top_k, legacy, all_scores) for row in scores]
         if single:
             # transformers wraps a lone string's legacy result in a list, but not a lone pair

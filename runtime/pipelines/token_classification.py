@@ -128,9 +128,9 @@ class TokenClassificationPipeline(Pipeline):
         encodings = self.tokenizer.encode(items, stride=stride or 0, is_pretokenized=pretokenized)
         windows = []
         for owner, encoding in enumerate(encodings):
-            windows.append((owner, encoding))
-            if stride is not None:
-                windows.extend((owner, overflow) for overflow in encoding.overflowing)
+            group = [encoding, *encoding.overflowing] if stride is not None else [encoding]
+            self.tokenizer.pad_windows(group)
+            windows.extend((owner, window) for window in group)
         return windows
 
     def _scores(self, encodings: list[Any], batch_size: int | None) -> list[np.ndarray]:
