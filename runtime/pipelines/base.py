@@ -78,16 +78,23 @@ def checked_call(call: Callable[..., Any]) -> Callable[..., Any]:
     (an unknown name is an ``InputError`` listing the accepted ones), ``batch_size`` an int
     >= 1, and transformers' ``num_workers`` accepted and dropped."""
     signature = inspect.signature(call)
-    named = [
-        p.name for p in list(signature.parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
+    parameters = list(signature.parameters.values())[1:]
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     accepted = ", ".join(named + list(COMMON_ARGUMENTS))
+    # Only the inputs go by position (transformers ignores or refuses anything after them),
+    # unless the pipeline takes ``*args`` (QA's forms, zero-shot's labels) and checks them.
+    inputs = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+    takes_args = any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
     @functools.wraps(call)
     def checked(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
         for name in COMMON_ARGUMENTS:
             check_count(name, kwargs.pop(name, None), minimum=0)
+        if len(args) > len(inputs) and not takes_args:
+            raise InputError(
+                f"{self.task} takes {len(inputs)} positional argument{'s' if len(inputs) != 1 else ''} "
+                f"({', '.join(inputs)}) but got {len(args)}; pass the others by name: {accepted}"
+            )
         unknown = [name for name in kwargs if name not in named]
         if unknown:
             raise InputError(
