@@ -36,7 +36,7 @@ class FeatureExtractionPipeline(Pipeline):
         inputs: Any,
         pooling: Any = _UNSET,
         normalize: bool | None = None,
-        return_tensors: bool = False,
+        return_tensors: bool | None = None,
         truncation: bool | str | None = None,
         tokenize_kwargs: dict[str, Any] | None = None,
         batch_size: int | None = None,
@@ -62,6 +62,7 @@ class FeatureExtractionPipeline(Pipeline):
             normalize = bool(defaults.get("normalize")) and pooling != "none"
         if not isinstance(normalize, bool):
             raise InputError(f"normalize must be True or False, got {normalize!r}")
+        return_tensors = False if return_tensors is None else return_tensors
         if not isinstance(return_tensors, bool):
             raise InputError(f"return_tensors must be True or False, got {return_tensors!r}")
         if pooling == "none":
