@@ -19,7 +19,7 @@ from edgeformers.exporter.optimize import check_optimize, optimize_graph
 from edgeformers.exporter.output_dir import (
     check_apart,
     check_replaceable,
-    disk_full_error,
+    discarded_on_failure,
     make_work_dir,
     recover,
     resolve_target,
@@ -113,18 +113,10 @@ def export(
         check_optimize(family, optimize)
         _check_head(config, spec, checkpoint)
         work = make_work_dir(target)
-        try:
+        with discarded_on_failure(work, target, f"export to OUTPUT {target}"):
             manifest = _build(checkpoint, work, spec, family, wanted, opset, atol, step, external_data, allow_degraded,
                               options, optimize, min_agreement)
             swap_into_place(work, target)
-        except BaseException as err:
-            shutil.rmtree(work, ignore_errors=True)
-            full = disk_full_error(err, target, work)
-            if full is not None:
-                raise full from err
-            if isinstance(err, OSError):
-                raise ExportError(f"export to OUTPUT {target} failed, which is left as it was: {err}") from err
-            raise
     step(f"wrote {output}")
     return manifest
 

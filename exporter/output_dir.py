@@ -342,6 +342,22 @@ def _renameat2() -> Callable[..., int] | None:
     return func
 
 
+@contextlib.contextmanager
+def discarded_on_failure(work: Path, target: Path, action: str) -> Iterator[None]:
+    """Remove the work folder ``work`` if the block fails, so ``target`` stays as it was;
+    a full disk or another OS error becomes one typed error saying so."""
+    try:
+        yield
+    except BaseException as err:
+        shutil.rmtree(work, ignore_errors=True)
+        full = disk_full_error(err, target, work)
+        if full is not None:
+            raise full from err
+        if isinstance(err, OSError):
+            raise ExportError(f"{action} failed, which is left as it was: {err}") from err
+        raise
+
+
 def disk_full_error(err: BaseException, target: Path, where: Path) -> ExportError | None:
     """A clear error for a write that ran out of space (ENOSPC or quota) anywhere in the
     exception chain, e.g. inside onnx or optimum; None for any other failure."""

@@ -18,7 +18,7 @@ from typing import Any
 from edgeformers.exporter.agreement import AgreementCheck, check_min_agreement, hold_to_threshold
 from edgeformers.exporter.onnx_files import uses_external_data
 from edgeformers.exporter.output_dir import (
-    disk_full_error,
+    discarded_on_failure,
     is_staging_leftover,
     make_work_dir,
     recover,
@@ -103,7 +103,7 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
                                        manifest.inputs, fp32, min_agreement)
         work = make_work_dir(target)
-        try:
+        with discarded_on_failure(work, target, f"quantize of BUNDLE {target}"):
             _copy_tree(target, work)
             work_fp32 = work / fp32.relative_to(target)
             staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_fp32.parent))
@@ -125,14 +125,6 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
             manifest.files = {name: entry for name, entry in describe_files(work).items() if name in ours}
             manifest.write(work)
             swap_into_place(work, target)
-        except BaseException as err:
-            shutil.rmtree(work, ignore_errors=True)
-            full = disk_full_error(err, target, work)
-            if full is not None:
-                raise full from err
-            if isinstance(err, OSError):
-                raise ExportError(f"quantize of BUNDLE {target} failed, which is left as it was: {err}") from err
-            raise
     return manifest
 
 
