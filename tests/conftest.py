@@ -55,7 +55,7 @@ def bundle_factory(
     from click.testing import CliRunner
 
     from edgeformers.runtime.cli import cli
-    from tests.fixtures.floors import floor_for
+    from tests.fixtures.floors import floor_args
 
     root = tmp_path_factory.mktemp("bundles")
     exported: dict[str, tuple[Path, Path]] = {}
@@ -71,7 +71,7 @@ def bundle_factory(
                         *extra_args]
                 if set(dtypes) - {"fp32"} and "--min-agreement" not in extra_args:
                     # random weights: the catalog's bars are for trained models (tests/fixtures/floors.py)
-                    args += ["--min-agreement", str(floor_for(task))]
+                    args += floor_args(task)
                 result = CliRunner().invoke(cli, args)
                 if result.exit_code != 0:
                     raise RuntimeError(f"edgeformers {' '.join(args)} failed:\n{result.output}") from result.exception

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeformers.runtime.cli import cli
-from tests.fixtures.floors import floor_for
+from tests.fixtures.floors import floor_args
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_export_then_inspect_then_run(classifier, tmp_path):
     checkpoint, _ = classifier
     out = tmp_path / "sst2"
     result = invoke("export", str(checkpoint), str(out), "--task", "sentiment-analysis", "--dtype", "fp32,q8,fp16",
-                    "--min-agreement", str(floor_for("text-classification")))
+                    *floor_args("text-classification"))
     assert result.exit_code == 0, result.output
     assert "[2/4] validating fp32 against PyTorch" in result.output  # progress is shown
     result = invoke("inspect", str(out), "--verify")
@@ -100,8 +100,10 @@ def test_validate_checks_a_bundle_against_its_source_again(classifier):
 def test_weights_live_beside_the_graph_unless_single_file(classifier, tmp_path):
     checkpoint, _ = classifier
     external, single = tmp_path / "external", tmp_path / "single"
-    assert invoke("export", str(checkpoint), str(external), "--task", "text-classification").exit_code == 0
-    assert invoke("export", str(checkpoint), str(single), "--task", "text-classification", "--single-file").exit_code == 0
+    floor = floor_args("text-classification")  # random weights: q8 held to the test floor
+    assert invoke("export", str(checkpoint), str(external), "--task", "text-classification", *floor).exit_code == 0
+    assert invoke("export", str(checkpoint), str(single), "--task", "text-classification", "--single-file",
+                  *floor).exit_code == 0
     assert sorted(p.name for p in (external / "onnx").iterdir()) == [
         "model.onnx", "model.onnx_data", "model_quantized.onnx", "model_quantized.onnx_data"]
     assert sorted(p.name for p in (single / "onnx").iterdir()) == ["model.onnx", "model_quantized.onnx"]

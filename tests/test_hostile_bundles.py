@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeformers.models.errors import BundleError
-from tests.fixtures.floors import floor_for
+from tests.fixtures.floors import floor_args
 from tests.fixtures.hostile_bundles import (
     DECOY,
     DECOY_BYTES,
@@ -251,7 +251,7 @@ def main() -> None:
         base = root / "bundle"
         result = CliRunner().invoke(
             cli, ["export", str(checkpoint), str(base), "--task", "text-classification", "--dtype", "fp32,q8",
-                  "--min-agreement", str(floor_for("text-classification"))]
+                  *floor_args("text-classification")]
         )
         if result.exit_code != 0:
             raise SystemExit(f"export failed:\n{result.output}")

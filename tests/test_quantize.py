@@ -12,10 +12,10 @@ from edgeformers.exporter import variants
 from edgeformers.runtime import pipeline
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.cli import cli
-from tests.fixtures.floors import floor_for
+from tests.fixtures.floors import floor_args
 
 #: random weights: q8 is held to the test floor, not the catalog's bar for trained models
-QUANTIZE_Q8_FP16 = ["quantize", "--dtype", "q8,fp16", "--min-agreement", str(floor_for("text-classification"))]
+QUANTIZE_Q8_FP16 = ["quantize", "--dtype", "q8,fp16", *floor_args("text-classification")]
 
 
 @pytest.fixture
