@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from _common import BUNDLES_DIR, MODELS_DIR, log
-from make_models import STAMP, TOKENIZER_FILES, tokenizer_source
+from make_models import RANDOM_WEIGHT_BAR, STAMP, TOKENIZER_FILES, tokenizer_source
 
 SEED = 0
 MAX_LENGTH = 512
@@ -170,7 +170,9 @@ def ensure_model(name: str, force: bool = False) -> tuple[Path, Path]:
     if rebuilt or not _fresh(bundle, recipe) or not (bundle / "edgeformers.json").is_file():
         log(f"exporting {bundle} (fp32,q8); BERT-base takes a few minutes")
         (bundle / STAMP).unlink(missing_ok=True)  # --force replaces only a bundle's own files
-        export(str(checkpoint), bundle, task=recipe["task"], dtypes=["fp32", "q8"], force=True, progress=log)
+        # random weights: speed only (make_models.RANDOM_WEIGHT_BAR)
+        export(str(checkpoint), bundle, task=recipe["task"], dtypes=["fp32", "q8"], force=True, progress=log,
+               min_agreement=RANDOM_WEIGHT_BAR)
         (bundle / STAMP).write_text(json.dumps(recipe, indent=2))
     return checkpoint, bundle
 

@@ -101,13 +101,18 @@ def build_checkpoint(out: Path = CHECKPOINT) -> Path:
     return out
 
 
+#: Random weights measure speed, not accuracy: near-ties flip under int8, so the benchmark
+#: models' q8 variants are held to this token bar instead of the catalog's for trained models.
+RANDOM_WEIGHT_BAR = 0.05
+
+
 def build_bundle(checkpoint: Path = CHECKPOINT, out: Path = BUNDLE) -> Path:
     """``edgeformers export CKPT OUT --task text-classification --dtype fp32,q8`` in-process."""
     from edgeformers.exporter.build import export
 
     # export --force replaces only a folder holding nothing but a bundle's listed files
     (out / STAMP).unlink(missing_ok=True)
-    export(str(checkpoint), out, task=TASK, dtypes=DTYPES, force=True, progress=log)
+    export(str(checkpoint), out, task=TASK, dtypes=DTYPES, force=True, progress=log, min_agreement=RANDOM_WEIGHT_BAR)
     (out / STAMP).write_text(json.dumps(RECIPE, indent=2))
     return out
 
