@@ -193,9 +193,10 @@ class Bundle:
         real = self.file(name, f"{self.path}: variant {dtype!r}")
         for data_name, _ in external_data_files(self.folder, name, real, f"{self.path}/{name}"):
             self.file(data_name, f"{self.path}/{name}: external data")
+        graph = self.folder.for_onnxruntime(name, real)
         with self._lock:
-            self._graphs[key] = real
-        return real
+            self._graphs[key] = graph
+        return graph
 
     def variant_files(self, dtype: str) -> list[str]:
         """Every file a variant reads (its graphs and their external data), all checked."""

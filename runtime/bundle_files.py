@@ -63,6 +63,12 @@ class BundleFolder:
         self.given = given
         #: The folder itself resolved first (the caller chose it, so its own links count).
         self.root = Path(os.path.realpath(given))
+        #: Where the resolver walks, and the path from there to the bundle: the bundle itself,
+        #: or, for a Hugging Face cache snapshot, its repo folder (see ``_cache_repo``).
+        self._walk_root, self._prefix = self.root, ()
+        repo = _cache_repo(self.root)
+        if repo is not None:
+            self._walk_root, self._prefix = repo, self.root.relative_to(repo).parts
 
     def __repr__(self) -> str:
         return f"BundleFolder({str(self.given)!r})"
@@ -72,9 +78,9 @@ class BundleFolder:
         None if it does not exist. Refuses a name that is not canonical, or whose
         resolution would leave the bundle, before touching anything outside."""
         check_relative_name(name, what)
-        root = str(self.root)
+        root = str(self._walk_root)
         pending = deque((base.split("/") if base else []) + name.split("/"))
-        current: list[str] = []
+        current: list[str] = list(self._prefix)
         hops = 0
         while pending:
             part = pending.popleft()
@@ -107,13 +113,23 @@ class BundleFolder:
             if not stat.S_ISDIR(info.st_mode) and pending:
                 raise BundleError(f"{what}: {name!r} passes through a file that is not a folder")
             current.append(part)
-        return Path(root, *current)
+        inside = tuple(current[:len(self._prefix)]) == self._prefix
+        if inside or (self._prefix and current[:1] == ["blobs"] and len(current) == 2):
+            return Path(root, *current)
+        raise self._outside(name, what)
+
+    def for_onnxruntime(self, name: str, real: Path) -> Path:
+        """The path onnxruntime opens the checked graph ``name`` (real path ``real``) by:
+        the real path, except in a Hub cache snapshot, where the graph is a link into
+        ``blobs/`` and must be opened through its name in the snapshot, so that onnxruntime
+        finds its external weights (links too, checked the same way) beside it."""
+        return Path(self.root, *name.split("/")) if self._prefix else real
 
     def _outside(self, name: str, what: str) -> BundleError:
         # Says nothing about the target: not where it points, not whether it exists.
         return BundleError(
             f"{what}: {name!r} points outside the bundle folder {self.given}; every file of a bundle must be "
-            "inside it (a Hugging Face cache snapshot links into blobs/: download with --local-dir instead)"
+            "inside it (or, in a Hugging Face cache snapshot, in its own repo's blobs/)"
         )
 
     def path(self, name: str, what: str | None = None, base: str = "") -> Path:
@@ -167,6 +183,22 @@ class BundleFolder:
         if self.resolve(name, where) is None:
             return None
         return parse_json(self.read_bytes(name, limit, where), where)
+
+
+def _cache_repo(folder: Path) -> Path | None:
+    """The repo folder (``models--org--name``) when ``folder`` is, or is inside, a Hugging
+    Face cache snapshot (``models--org--name/snapshots/<revision>``), else None.
+
+    A snapshot's files are symlinks into the repo's ``blobs/`` (``../../blobs/<hash>``),
+    outside the snapshot folder. The trust boundary there is the repo folder: links may
+    reach its ``blobs/`` (one level, plain files) and nothing else outside the snapshot.
+    """
+    for candidate in (folder, *folder.parents):
+        snapshots = candidate.parent
+        repo = snapshots.parent
+        if snapshots.name == "snapshots" and repo.name.startswith("models--") and (repo / "blobs").is_dir():
+            return repo
+    return None
 
 
 def _kind(mode: int) -> str:

@@ -46,8 +46,9 @@ class OnnxModel:
         # edgeformers reads the graph's external-data locations itself and refuses any that
         # leaves the graph's folder, before onnxruntime opens anything (onnx_scan).
         folder = BundleFolder(path.parent)
-        path = folder.path(path.name, f"{path.parent}: ONNX graph")
-        external_data_files(folder, path.name, path, str(path))
+        real = folder.path(path.name, f"{path.parent}: ONNX graph")
+        external_data_files(folder, path.name, real, str(real))
+        path = folder.for_onnxruntime(path.name, real)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
