@@ -239,7 +239,9 @@ def print_report(report: dict[str, Any], stderr: bool = False) -> None:
     console = Console(stderr=stderr)
     if not console.is_terminal:
         console = Console(stderr=stderr, width=160)
-    table = Table(title=f"{report['bundle']} ({report['task']}) on {report['device']}")
+    # the device the variants really ran on (after any fallback), not the one asked for
+    device = next((v["device"] for v in report["variants"] if v["device"]), report["device"])
+    table = Table(title=f"{report['bundle']} ({report['task']}) on {device}")
     for name in ("dtype", "batch", "tokens", "load ms", "first ms", "p50 ms", "p95 ms", "items/s", "peak MB",
                  "size MB", "validation"):
         table.add_column(name, justify="left" if name in ("dtype", "validation") else "right")
@@ -256,7 +258,6 @@ def print_report(report: dict[str, Any], stderr: bool = False) -> None:
     if providers:
         console.print("providers: " + "; ".join(f"{d}={p}" for d, p in providers.items()), markup=False)
     advice = report["recommendation"]
-    device = next((v["device"] for v in report["variants"] if v["device"]), report["device"])
     if advice["fastest"] is None:
         console.print(f"recommendation: none ({advice['reason']})", markup=False)
     else:

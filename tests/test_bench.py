@@ -162,3 +162,14 @@ def test_bench_worker_is_importable_without_heavy_modules():
             "print(sorted(m for m in ('torch', 'transformers', 'optimum', 'rich') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_the_table_names_the_device_the_variants_ran_on(bundle_factory):
+    """Asked for CUDA on a machine without it, the variants fall back to the CPU, and the
+    table's title and recommendation say so (not the device that was asked for)."""
+    _, bundle = bundle_factory("bert", "sequence-classification", "text-classification")
+    result = invoke("bench", str(bundle), "--dtype", "q8", "--device", "cuda", "--batch", "1", "--seq-len", "8",
+                    "--runs", "1")
+    assert result.exit_code == 0, result.output
+    assert "(text-classification) on cpu" in result.output and "on cuda" not in result.output
+    assert "recommended for cpu" in result.output
