@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeformers.models.agreement import (
     ENTITY_AGREEMENT,
+    GREEDY_TOKEN_AGREEMENT,
     LABEL_AGREEMENT,
     MIN_COSINE,
     SPAN_AGREEMENT,
@@ -32,6 +33,9 @@ from edgeformers.models.agreement import (
 from edgeformers.models.errors import InputError, ValidationError
 
 logger = logging.getLogger(__name__)
+
+#: New tokens per prompt in the greedy-token check (text-generation).
+GREEDY_NEW_TOKENS = 8
 
 AGREEMENT_TEXTS: tuple[str, ...] = (
     "I love this.",
@@ -131,14 +135,17 @@ class AgreementCheck:
     #: The lowest passing value: the catalog's unless the user chose one (``--min-agreement``).
     threshold: float = 1.0
     threshold_source: str = "catalog"
+    #: The manifest's generation section (text-generation): the variants are decoded with it.
+    generation: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, folder: Path, task: str, max_length: int | None, graph_inputs: list[str],
-                fp32: Path | None = None, min_agreement: float | None = None) -> AgreementCheck:
+                fp32: Path | None = None, min_agreement: float | None = None,
+                generation: dict[str, Any] | None = None) -> AgreementCheck:
         """Tokenize the task's validation set with the bundle's tokenizer in ``folder``
         (labels from its config.json) and, if ``fp32`` is given, run that graph on it.
         ``min_agreement`` replaces the catalog's threshold (a user's own bar, recorded)."""
-        from edgeformers.exporter.validate import reference_tokenizer, run_onnx
+        from edgeformers.exporter.validate import reference_tokenizer
         from edgeformers.runtime.bundle import read_json
 
         rule = agreement_rule(task)
@@ -147,10 +154,11 @@ class AgreementCheck:
         id2label = read_json(folder / "config.json").get("id2label") or {}
         check = cls(task=_task_name(task), rule=rule, feeds=[], positions=[], examples=0,
                     labels={int(k): str(v) for k, v in id2label.items()}, threshold=threshold,
-                    threshold_source="catalog" if min_agreement is None else "user")
+                    threshold_source="catalog" if min_agreement is None else "user",
+                    generation=dict(generation or {}))
         check._tokenize(tokenizer, max_length, set(graph_inputs) | {"attention_mask"})
         if fp32 is not None:
-            check.fp32_results = run_onnx(fp32, check.feeds)
+            check.fp32_results = check._run(fp32)
         return check
 
     def _tokenize(self, tokenizer: Any, max_length: int | None, keep: set[str]) -> None:
@@ -165,6 +173,13 @@ class AgreementCheck:
             first, second = map(list, zip(*zero_shot_pairs()))
         elif self.task == "fill-mask":
             first = masked_texts(tokenizer.mask_token)
+        elif self.task == "text-generation":
+            first = [text for text in AGREEMENT_TEXTS if text.strip()]
+            if max_length:  # room for the new tokens inside the context window
+                limit = {"max_length": max_length - GREEDY_NEW_TOKENS}
+            tokenizer.padding_side = "left"  # continuations start right after each prompt
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
         else:
             first = list(AGREEMENT_TEXTS)
         self.examples = len(first)
@@ -192,9 +207,22 @@ class AgreementCheck:
 
     def measure(self, candidate: Path) -> dict[str, Any]:
         """The agreement report of the graph at ``candidate`` against fp32."""
+        return task_agreement(self.fp32_results, self._run(candidate), self)
+
+    def _run(self, graph: Path) -> list[dict[str, np.ndarray]]:
+        """The graph's outputs per batch; a generator's greedy continuations (``tokens``)."""
         from edgeformers.exporter.validate import run_onnx
 
-        return task_agreement(self.fp32_results, run_onnx(candidate, self.feeds), self)
+        if self.rule.metric != GREEDY_TOKEN_AGREEMENT:
+            return run_onnx(graph, self.feeds)
+        from edgeformers.runtime.devices import resolve_device
+        from edgeformers.runtime.generation import DecoderOnlyGenerator, GenerationSettings
+        from edgeformers.runtime.session import OnnxModel
+
+        generator = DecoderOnlyGenerator(OnnxModel(graph, resolve_device("cpu")), self.generation, str(graph))
+        settings = GenerationSettings(max_new_tokens=GREEDY_NEW_TOKENS, eos_token_id=[])
+        return [{"tokens": generator.generate(feed["input_ids"], feed["attention_mask"], settings)
+                 [:, -GREEDY_NEW_TOKENS:]} for feed in self.feeds]
 
 
 def check_min_agreement(value: float) -> float:
@@ -338,6 +366,22 @@ def _min_cosine(reference: list[dict[str, np.ndarray]], candidate: list[dict[str
     return min(cosines), {"mean_cosine": float(np.mean(cosines)), "embeddings": len(cosines)}
 
 
+def _greedy_token_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                            check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    """Per row, positions up to and including the first difference (all of them if none):
+    after a difference the two continuations condition on different text."""
+    agree = total = identical = 0
+    for ref, cand in zip(reference, candidate):
+        for want, got in zip(ref["tokens"], cand["tokens"]):
+            differ = np.flatnonzero(want != got)
+            counted = int(differ[0]) + 1 if differ.size else len(want)
+            agree += counted - int(bool(differ.size))
+            total += counted
+            identical += int(not differ.size)
+    value, details = _share(agree, total, "positions")
+    return value, {**details, "identical_rows": identical, "new_tokens": GREEDY_NEW_TOKENS}
+
+
 def _share(agree: int, total: int, unit: str) -> tuple[float, dict[str, Any]]:
     return (agree / total if total else 1.0), {"agree": int(agree), unit: int(total)}
 
@@ -348,4 +392,5 @@ _METRICS: dict[str, Metric] = {
     ENTITY_AGREEMENT: _entity_agreement,
     TOP1_TOKEN_AGREEMENT: _top1_token_agreement,
     MIN_COSINE: _min_cosine,
+    GREEDY_TOKEN_AGREEMENT: _greedy_token_agreement,
 }

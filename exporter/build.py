@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeformers.exporter.agreement import AgreementCheck, check_min_agreement
+from edgeformers.exporter.generation import generation_section, validate_decoder
 from edgeformers.exporter.onnx_files import restore, uses_external_data
 from edgeformers.exporter.optimize import check_optimize, optimize_graph
 from edgeformers.exporter.output_dir import (
@@ -127,7 +128,8 @@ def _check_head(config: dict[str, Any], spec: TaskSpec, checkpoint: Source) -> N
     architectures = config.get("architectures") or []
     if not spec.head or not architectures:
         return
-    if not any(str(a).endswith(f"For{spec.head}") for a in architectures):
+    endings = (f"For{spec.head}", "LMHeadModel") if spec.head == "CausalLM" else (f"For{spec.head}",)  # GPT2LMHeadModel
+    if not any(str(a).endswith(endings) for a in architectures):
         raise UnsupportedTaskError(
             f"checkpoint {checkpoint.hub_id or checkpoint.path} is a {', '.join(architectures)}, which has no "
             f"{spec.head} head; {spec.name!r} needs a *For{spec.head} checkpoint"
@@ -175,10 +177,15 @@ def _build(
     tolerance = family.atol if atol is None else atol
     step(f"[2/4] validating fp32 against PyTorch (atol {tolerance:g})")
     graph_inputs, graph_outputs = _graph_io(fp32)
-    inputs = reference_inputs(reference_tokenizer(work), processing.get("max_length"), graph_inputs)
-    torch_results = torch_outputs(checkpoint.path, spec, inputs, graph_outputs)
-    fp32_results = run_onnx(fp32, inputs)
-    validation: dict[str, Any] = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
+    generation: dict[str, Any] = {}
+    if spec.name == "text-generation":  # decoder with past key/values: exporter/generation.py
+        generation = generation_section(work, config, fp32)
+        validation: dict[str, Any] = {"fp32": validate_decoder(checkpoint.path, work, fp32, tolerance)}
+    else:
+        inputs = reference_inputs(reference_tokenizer(work), processing.get("max_length"), graph_inputs)
+        torch_results = torch_outputs(checkpoint.path, spec, inputs, graph_outputs)
+        fp32_results = run_onnx(fp32, inputs)
+        validation = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
     optimization: dict[str, Any] = {}
     if optimize:
         step(f"[2/4] optimizing fp32 ({optimize}) and validating it against PyTorch again")
@@ -188,7 +195,7 @@ def _build(
     variants = {"fp32": Variant("fp32", {"model": fp32.relative_to(work).as_posix()}, extra=optimization)}
     if dtypes[1:]:  # the variants' validation set, run through fp32 once for all of them
         check = AgreementCheck.prepare(work, spec.name, processing.get("max_length"), graph_inputs, fp32,
-                                       min_agreement)
+                                       min_agreement, generation=generation)
         for dtype in dtypes[1:]:
             step(f"[3/4] making the {dtype} variant and checking it against fp32")
             variants[dtype], validation[dtype] = make_checked_variant(work, fp32, dtype, family, check,
@@ -204,6 +211,7 @@ def _build(
         outputs=graph_outputs,
         labels=_labels(config, spec),
         processing=processing,
+        generation=generation,
         validation=validation,
         tools=_tool_versions(),
     )

@@ -135,13 +135,20 @@ def validate_bundle(
     checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"), allow_pickle=allow_pickle)
     fp32 = bundle.onnx_path("fp32")
     max_length = manifest.processing.get("max_length")
-    inputs = reference_inputs(reference_tokenizer(bundle.path), max_length, manifest.inputs)
-    fp32_results = run_onnx(fp32, inputs)
-    expected = torch_outputs(checkpoint.path, resolve_task(manifest.task), inputs, manifest.outputs)
-    reports = {"fp32": compare_outputs(fp32_results, expected, family.atol if atol is None else atol)}
+    tolerance = family.atol if atol is None else atol
+    if manifest.task == "text-generation":
+        from edgeformers.exporter.generation import validate_decoder
+
+        reports = {"fp32": validate_decoder(checkpoint.path, bundle.path, fp32, tolerance)}
+    else:
+        inputs = reference_inputs(reference_tokenizer(bundle.path), max_length, manifest.inputs)
+        fp32_results = run_onnx(fp32, inputs)
+        expected = torch_outputs(checkpoint.path, resolve_task(manifest.task), inputs, manifest.outputs)
+        reports = {"fp32": compare_outputs(fp32_results, expected, tolerance)}
     others = [dtype for dtype in manifest.variants if dtype != "fp32"]
     if others:
-        check = AgreementCheck.prepare(bundle.path, manifest.task, max_length, manifest.inputs, fp32, min_agreement)
+        check = AgreementCheck.prepare(bundle.path, manifest.task, max_length, manifest.inputs, fp32, min_agreement,
+                                       generation=manifest.generation)
         for dtype in others:
             report = check.measure(bundle.onnx_path(dtype))
             recorded = manifest.validation.get(dtype) or {}

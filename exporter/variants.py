@@ -101,7 +101,7 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         check_dtypes(family, wanted)
         fp32 = bundle.onnx_path("fp32")
         check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
-                                       manifest.inputs, fp32, min_agreement)
+                                       manifest.inputs, fp32, min_agreement, generation=manifest.generation)
         work = make_work_dir(target)
         with discarded_on_failure(work, target, f"quantize of BUNDLE {target}"):
             _copy_tree(target, work)

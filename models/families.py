@@ -87,6 +87,17 @@ _register(Family("modernbert", ("modernbert",), ENCODER_TASKS - {"question-answe
                  subword_style="bpe", q4_8bit_nodes=("/attn/Wqkv/", "/mlp/Wi/")))
 
 
+# Decoder-only generators: one graph with past key/values (optimum's text-generation-with-past).
+# No onnxruntime fusions yet; q8 is held to greedy-token agreement with fp32.
+_DECODER_DTYPES = ("q8",)
+_register(Family("gpt2", ("gpt2",), frozenset({"text-generation"}), atol=1e-4, subword_style="bpe",
+                 quantize_per_channel=False, dtypes=_DECODER_DTYPES, optimizer_model_type=None))
+# Llama-style (grouped-query attention: fewer KV heads than query heads; RoPE; RMSNorm).
+_register(Family("llama", ("llama",), frozenset({"text-generation"}), atol=1e-4,
+                 subword_style="bpe", quantize_per_channel=False, dtypes=_DECODER_DTYPES,
+                 optimizer_model_type=None))
+
+
 def family_for(model_type: str) -> Family:
     for family in FAMILIES.values():
         if model_type in family.model_types:

@@ -72,6 +72,13 @@ TASKS: dict[str, TaskSpec] = {
             default_checkpoint="distilbert/distilbert-base-cased-distilled-squad",
             description="extract the answer span from a context",
         ),
+        TaskSpec(
+            "text-generation",
+            export_task="text-generation-with-past",
+            head="CausalLM",
+            default_checkpoint="openai-community/gpt2",
+            description="continue a prompt (decoder-only model, one graph with its KV cache)",
+        ),
     )
 }
 

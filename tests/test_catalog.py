@@ -48,8 +48,10 @@ def test_unknown_task_lists_the_known_ones():
 
 def test_family_lookup_and_task_support_errors():
     assert family_for("xlm-roberta").name == "roberta"
-    with pytest.raises(UnsupportedTaskError, match="'gpt2' is not in the catalog"):
-        family_for("gpt2")
+    with pytest.raises(UnsupportedTaskError, match="'t5' is not in the catalog"):
+        family_for("t5")
+    with pytest.raises(UnsupportedTaskError, match="'gpt2' .*cannot do 'fill-mask'.*text-generation"):
+        check_supports("gpt2", "fill-mask")
     FAMILIES["limited"] = Family("limited", ("limited-arch",), frozenset({"text-classification"}))
     try:
         with pytest.raises(UnsupportedTaskError, match="cannot do 'fill-mask'"):

@@ -92,6 +92,11 @@ def _question_answering(ours: Any, theirs: Any) -> None:
         assert all(example["context"][a["start"]:a["end"]] == a["answer"] for a in got)
 
 
+def _text_generation(ours: Any, theirs: Any) -> None:
+    for text in TEXTS:
+        assert ours(text, do_sample=False, max_new_tokens=8) == theirs(text, do_sample=False, max_new_tokens=8)
+
+
 #: task -> (checkpoint head, checkpoint kwargs, comparison of our pipeline with transformers')
 CELLS: dict[str, tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = {
     "text-classification": ("sequence-classification", {}, _text_classification),
@@ -100,6 +105,7 @@ CELLS: dict[str, tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = {
     "fill-mask": ("masked-lm", {}, _fill_mask),
     "token-classification": ("token-classification", {}, _token_classification),
     "question-answering": ("question-answering", {}, _question_answering),
+    "text-generation": ("causal-lm", {}, _text_generation),
 }
 
 

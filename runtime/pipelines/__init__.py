@@ -14,6 +14,7 @@ PIPELINES: dict[str, str] = {
     "token-classification": "token_classification:TokenClassificationPipeline",
     "zero-shot-classification": "zero_shot:ZeroShotClassificationPipeline",
     "fill-mask": "fill_mask:FillMaskPipeline",
+    "text-generation": "text_generation:TextGenerationPipeline",
 }
 
 
