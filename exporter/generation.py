@@ -52,6 +52,7 @@ def generation_section(folder: Path, config: dict[str, Any], graph: Path) -> dic
         "num_heads": _first(config, "num_attention_heads", "n_head"),
         "num_kv_heads": kv_heads,
         "head_size": head_size,
+        "max_positions": _first(config, "max_position_embeddings", "n_positions"),
         "bos_token_id": generation_config.get("bos_token_id", config.get("bos_token_id")),
         "eos_token_id": [eos] if isinstance(eos, int) else list(eos or []),
         "pad_token_id": generation_config.get("pad_token_id", config.get("pad_token_id")),

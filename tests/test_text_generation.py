@@ -142,6 +142,15 @@ def test_bad_arguments_are_typed_and_the_pipeline_stays_usable(generation, kwarg
     assert ours("ok", do_sample=False, max_new_tokens=2) == ours("ok", do_sample=False, max_new_tokens=2)
 
 
+def test_prompt_past_the_context_window_is_refused(generation):
+    _, _, _, ours, model, _ = generation
+    limit = model.config.max_position_embeddings
+    with pytest.raises(InputError, match=rf"text_inputs\[1\] is \d+ tokens; with max_new_tokens=5 that passes the "
+                                         rf"model's {limit}-token context window"):
+        ours(["ok", "the cat likes the red ball " * 40], do_sample=False, max_new_tokens=5)
+    assert ours("ok", do_sample=False, max_new_tokens=5)[0]["generated_text"].startswith("ok")
+
+
 def test_empty_prompt_without_bos_is_refused(generation):
     _, checkpoint, _, ours, _, tokenizer = generation
     if tokenizer("")["input_ids"]:  # Llama's tokenizer adds BOS: an empty prompt is a valid start
@@ -150,3 +159,29 @@ def test_empty_prompt_without_bos_is_refused(generation):
         return
     with pytest.raises(InputError, match=r"text_inputs\[0\] is empty and this tokenizer adds no BOS"):
         ours("", do_sample=False)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_processors_match_transformers_logits_processors(seed):
+    """The numpy processors against transformers' own on random scores (ties included)."""
+    from transformers import generation as tg
+
+    from edgeformers.runtime.generation import processors
+
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(4, 64)).astype(np.float32) * 3
+    scores[:, 5] = scores[:, 6]  # a tie at any rank
+    ids = rng.integers(0, 64, size=(4, 9))
+    t_ids, t_scores = torch.from_numpy(ids), torch.from_numpy(scores)
+    cases = [
+        (processors.repetition_penalty(scores, ids, 1.7), tg.RepetitionPenaltyLogitsProcessor(1.7)),
+        (processors.repetition_penalty(scores, ids, 0.5), tg.RepetitionPenaltyLogitsProcessor(0.5)),
+        (processors.temperature(scores, 0.6), tg.TemperatureLogitsWarper(0.6)),
+        (processors.top_k(scores, 7), tg.TopKLogitsWarper(7)),
+        (processors.top_k(scores, 500), tg.TopKLogitsWarper(500)),
+        (processors.top_p(scores, 0.3), tg.TopPLogitsWarper(0.3)),
+        (processors.top_p(scores, 0.95), tg.TopPLogitsWarper(0.95)),
+        (processors.suppress_eos(scores, [3, 9]), tg.MinNewTokensLengthLogitsProcessor(9, 5, [3, 9])),
+    ]
+    for ours, theirs in cases:
+        np.testing.assert_allclose(ours, theirs(t_ids, t_scores.clone()).numpy(), rtol=1e-6, err_msg=repr(theirs))

@@ -76,6 +76,7 @@ class TextGenerationPipeline(Pipeline):
             if not encoding.ids:
                 raise InputError(f"text_inputs[{index}] is empty and this tokenizer adds no BOS token, so there is "
                                  "nothing to continue from; pass at least one character")
+        self._check_context(encodings, settings.max_new_tokens)
         results: list[list[dict[str, str]]] = []
         for rows in chunks(len(texts), batch_size or 1):
             prompts = [encodings[i].ids for i in range(rows.start, rows.stop) for _ in range(num_return_sequences)]
@@ -85,6 +86,19 @@ class TextGenerationPipeline(Pipeline):
                        for n, (prompt, new) in enumerate(zip(prompts, generated))]
             results.extend(outputs[i:i + num_return_sequences] for i in range(0, len(outputs), num_return_sequences))
         return unbatch(results, single)
+
+    def _check_context(self, encodings: list[Any], max_new_tokens: int) -> None:
+        """A prompt plus its new tokens must fit the model's positions: past them GPT-2's
+        position table has no row and a RoPE model leaves the lengths it was trained on."""
+        limit = self.bundle.manifest.generation.get("max_positions")
+        if not isinstance(limit, int):
+            return
+        for index, encoding in enumerate(encodings):
+            if len(encoding.ids) + max_new_tokens > limit:
+                raise InputError(
+                    f"text_inputs[{index}] is {len(encoding.ids)} tokens; with max_new_tokens={max_new_tokens} that "
+                    f"passes the model's {limit}-token context window; shorten the prompt or lower max_new_tokens"
+                )
 
     def generation_settings(self, seed: int | None = None, **given: Any) -> GenerationSettings:
         """The decoding settings of a call with ``given`` arguments (None: not given),
