@@ -185,3 +185,24 @@ def test_processors_match_transformers_logits_processors(seed):
     ]
     for ours, theirs in cases:
         np.testing.assert_allclose(ours, theirs(t_ids, t_scores.clone()).numpy(), rtol=1e-6, err_msg=repr(theirs))
+
+
+def test_sampled_first_tokens_follow_the_processed_distribution(generation):
+    """4000 draws of one token: their frequencies match softmax(top_k(logits / temperature))
+    from transformers' model and warpers, each within 4 standard errors."""
+    from transformers import generation as tg
+
+    _, _, _, ours, model, tokenizer = generation
+    draws = 4000
+    batch = tokenizer([PROMPTS[1]], return_tensors="pt")
+    with torch.inference_mode():
+        logits = model(**batch).logits[:, -1, :]
+    processed = tg.TopKLogitsWarper(5)(batch["input_ids"], tg.TemperatureLogitsWarper(0.8)(batch["input_ids"], logits))
+    expected = torch.softmax(processed, dim=-1)[0].numpy()
+    ids = np.repeat(batch["input_ids"].numpy(), draws, axis=0)
+    settings = ours.generation_settings(do_sample=True, top_k=5, temperature=0.8, max_new_tokens=1, seed=0)
+    tokens = ours.generator.generate(ids, np.ones_like(ids), settings)[:, -1]
+    counts = np.bincount(tokens, minlength=expected.size) / draws
+    assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(expected > 0))
+    bound = 4 * np.sqrt(expected * (1 - expected) / draws) + 1e-9
+    assert (np.abs(counts - expected) <= bound).all(), (counts[expected > 0], expected[expected > 0])
