@@ -206,3 +206,28 @@ def test_sampled_first_tokens_follow_the_processed_distribution(generation):
     assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(expected > 0))
     bound = 4 * np.sqrt(expected * (1 - expected) / draws) + 1e-9
     assert (np.abs(counts - expected) <= bound).all(), (counts[expected > 0], expected[expected > 0])
+
+
+def test_validate_checks_the_decoder_again_with_and_without_past(generation):
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    _, _, bundle, _, _, _ = generation
+    floor = ["--min-agreement", str(floor_for("text-generation"))]
+    result = CliRunner().invoke(cli, ["validate", str(bundle), *floor])
+    assert result.exit_code == 0, result.output
+    assert "logits_with_past" in result.output and "greedy_token_agreement" in result.output
+    result = CliRunner().invoke(cli, ["validate", str(bundle), "--atol", "1e-12", *floor])
+    assert result.exit_code == 1 and "ValidationError" in result.output and "logits_with_past" in result.output
+
+
+def test_export_refuses_a_task_the_family_cannot_do(checkpoint_factory, tmp_path):
+    from edgeformers.exporter import export
+    from edgeformers.models.errors import UnsupportedTaskError
+
+    with pytest.raises(UnsupportedTaskError, match=r"'bert' \(bert family\) cannot do 'text-generation'"):
+        export(str(checkpoint_factory("bert", "base")), tmp_path / "a", task="text-generation")
+    with pytest.raises(UnsupportedTaskError, match=r"'gpt2' \(gpt2 family\) cannot do 'fill-mask'"):
+        export(str(checkpoint_factory("gpt2", "causal-lm")), tmp_path / "b", task="fill-mask")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
