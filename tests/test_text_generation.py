@@ -231,3 +231,15 @@ def test_export_refuses_a_task_the_family_cannot_do(checkpoint_factory, tmp_path
     with pytest.raises(UnsupportedTaskError, match=r"'gpt2' \(gpt2 family\) cannot do 'fill-mask'"):
         export(str(checkpoint_factory("gpt2", "causal-lm")), tmp_path / "b", task="fill-mask")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_pull_style_steps_give_the_tokens_generate_gives(generation):
+    _, _, _, ours, model, tokenizer = generation
+    ids, mask, expected = _reference(model, tokenizer, PROMPTS)
+    decoding = ours.generator.start(ids, mask, ours.generation_settings(do_sample=False, max_new_tokens=NEW))
+    steps = []
+    while not decoding.done:
+        steps.append(decoding.step())
+    np.testing.assert_array_equal(np.stack(steps, axis=1), expected[:, ids.shape[1]:])
+    with pytest.raises(InputError, match="this decoding is done"):
+        decoding.step()

@@ -86,34 +86,20 @@ class DecoderOnlyGenerator:
             raise BundleError(f"{where}: the graph lacks the inputs the manifest names: {missing}")
         self.past_type = np.float16 if model.input_types.get(self.layout.past[0]) == np.float16 else np.float32
 
+    def start(self, input_ids: np.ndarray, attention_mask: np.ndarray, settings: GenerationSettings) -> Decoding:
+        """A pull-style decoding of the rows ``input_ids`` (left-padded, mask 0 on
+        padding): call :meth:`Decoding.step` for each next token until ``done``."""
+        if settings.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {settings.max_new_tokens}")
+        return Decoding(self, input_ids, attention_mask, settings)
+
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, settings: GenerationSettings) -> np.ndarray:
         """The rows ``input_ids`` (left-padded, mask 0 on padding) followed by their new
         tokens; a row that produced an EOS is filled with the pad id until all rows end."""
-        if settings.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be >= 1, got {settings.max_new_tokens}")
-        eos = list(settings.eos_token_id)
-        pad = settings.pad_token_id if settings.pad_token_id is not None else (eos[0] if eos else 0)
-        rng = np.random.default_rng(settings.seed)
-        sequences = input_ids.astype(np.int64)
-        mask = attention_mask.astype(np.int64)
-        batch = sequences.shape[0]
-        empty = np.zeros((batch, self.layout.num_kv_heads, 0, self.layout.head_size), dtype=self.past_type)
-        past = {name: empty for name in self.layout.past}
-        step_ids = sequences
-        unfinished = np.ones(batch, dtype=bool)
-        for step in range(settings.max_new_tokens):
-            logits = self._step(step_ids, mask, past)
-            scores = logits[:, -1, :].astype(np.float32)
-            next_ids = self._choose(scores, sequences, step, eos, settings, rng)
-            next_ids = np.where(unfinished, next_ids, pad)
-            sequences = np.concatenate([sequences, next_ids[:, None]], axis=1)
-            mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
-            step_ids = next_ids[:, None]
-            if eos:
-                unfinished &= ~np.isin(next_ids, eos)
-            if not unfinished.any():
-                break
-        return sequences
+        decoding = self.start(input_ids, attention_mask, settings)
+        while not decoding.done:
+            decoding.step()
+        return decoding.sequences
 
     def _step(self, ids: np.ndarray, mask: np.ndarray, past: dict[str, np.ndarray]) -> np.ndarray:
         layout = self.layout
@@ -141,3 +127,50 @@ class DecoderOnlyGenerator:
         scores = processors.top_p(scores, settings.top_p)
         probs = processors.softmax(scores.astype(np.float64))
         return np.array([rng.choice(probs.shape[-1], p=row) for row in probs], dtype=np.int64)
+
+
+class Decoding:
+    """One batch being decoded: the sequences so far, the attention mask, the KV cache
+    (each step's ``present.*`` become the next step's ``past_key_values.*``; no copy is
+    made of them here) and which rows are still running."""
+
+    def __init__(self, generator: DecoderOnlyGenerator, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 settings: GenerationSettings) -> None:
+        self.generator = generator
+        self.settings = settings
+        self.eos = list(settings.eos_token_id)
+        self.pad = settings.pad_token_id if settings.pad_token_id is not None else (self.eos[0] if self.eos else 0)
+        self.rng = np.random.default_rng(settings.seed)
+        self.sequences = input_ids.astype(np.int64)
+        self.mask = attention_mask.astype(np.int64)
+        self.prompt_length = self.sequences.shape[1]
+        layout, batch = generator.layout, self.sequences.shape[0]
+        empty = np.zeros((batch, layout.num_kv_heads, 0, layout.head_size), dtype=generator.past_type)
+        self.past = {name: empty for name in layout.past}
+        self.unfinished = np.ones(batch, dtype=bool)
+        self._next_input = self.sequences
+
+    @property
+    def new_tokens(self) -> int:
+        return self.sequences.shape[1] - self.prompt_length
+
+    @property
+    def done(self) -> bool:
+        """Every row produced an EOS, or max_new_tokens are generated."""
+        return not self.unfinished.any() or self.new_tokens >= self.settings.max_new_tokens
+
+    def step(self) -> np.ndarray:
+        """Run the graph once and return one new token per row (the pad id for finished rows)."""
+        if self.done:
+            raise InputError("this decoding is done; start another to generate more")
+        generator = self.generator
+        logits = generator._step(self._next_input, self.mask, self.past)
+        scores = logits[:, -1, :].astype(np.float32)
+        next_ids = generator._choose(scores, self.sequences, self.new_tokens, self.eos, self.settings, self.rng)
+        next_ids = np.where(self.unfinished, next_ids, self.pad)
+        self.sequences = np.concatenate([self.sequences, next_ids[:, None]], axis=1)
+        self.mask = np.concatenate([self.mask, np.ones((len(next_ids), 1), dtype=np.int64)], axis=1)
+        self._next_input = next_ids[:, None]
+        if self.eos:
+            self.unfinished &= ~np.isin(next_ids, self.eos)
+        return next_ids
