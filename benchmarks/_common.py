@@ -256,3 +256,33 @@ def dir_size(path: Path) -> int:
 
 
 MB = 1024.0 * 1024.0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How long the warm rounds run and how many fresh processes time the cold start."""
+
+    quick: bool
+    budget: float
+    cold_runs: int
+    warmup: int
+    min_rounds: int
+
+
+def add_timing_arguments(parser: Any, default_budget: float) -> None:
+    """``--quick``, ``--budget`` and ``--cold-runs``, shared by the peer benchmarks."""
+    parser.add_argument("--quick", action="store_true", help="few iterations and one cold run: proves the script works")
+    parser.add_argument("--budget", type=float,
+                        help=f"seconds of timed rounds per workload (default {default_budget:g}, quick 2)")
+    parser.add_argument("--cold-runs", type=int, help="fresh processes per engine (default 3, quick 1)")
+
+
+def run_plan(args: Any, default_budget: float) -> RunPlan:
+    quick = bool(args.quick)
+    return RunPlan(
+        quick=quick,
+        budget=args.budget if args.budget is not None else (2.0 if quick else default_budget),
+        cold_runs=args.cold_runs or (1 if quick else 3),
+        warmup=1 if quick else 3,
+        min_rounds=3 if quick else 10,
+    )

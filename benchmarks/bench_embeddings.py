@@ -39,11 +39,13 @@ from _common import (  # noqa: E402
     MB,
     PEAK_RSS_SNIPPET,
     RESULT_MARKER,
+    add_timing_arguments,
     go_offline,
     interleaved,
     log,
     ratio,
     run_child,
+    run_plan,
     table,
     warn_if_busy,
     write_results,
@@ -253,9 +255,7 @@ def variant_sizes(bundle: Path, dtypes: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="few iterations and one cold run")
-    parser.add_argument("--budget", type=float, help="seconds of timed rounds per workload (default 20, quick 2)")
-    parser.add_argument("--cold-runs", type=int, help="fresh processes per engine (default 3, quick 1)")
+    add_timing_arguments(parser, default_budget=20.0)
     parser.add_argument("--dtypes", default=",".join(DEFAULT_DTYPES),
                         help="variants to export and measure (default fp32,q8; any the exporter makes)")
     parser.add_argument("--threads", type=int, help="pin torch and every onnxruntime session to N threads")
@@ -263,9 +263,8 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true", help="warm latency and accuracy only")
     parser.add_argument("--force", action="store_true", help="re-export the bundle")
     args = parser.parse_args()
-    budget = args.budget if args.budget is not None else (2.0 if args.quick else 20.0)
-    cold_runs = args.cold_runs or (1 if args.quick else 3)
-    warmup, min_rounds = (1, 3) if args.quick else (3, 10)
+    plan = run_plan(args, default_budget=20.0)
+    budget, cold_runs, warmup, min_rounds = plan.budget, plan.cold_runs, plan.warmup, plan.min_rounds
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     with_fastembed = not args.no_fastembed
     started = time.perf_counter()

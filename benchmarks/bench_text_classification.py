@@ -30,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     PEAK_RSS_SNIPPET,
     RESULT_MARKER,
+    add_timing_arguments,
     go_offline,
     interleaved,
     log,
     ratio,
     run_child,
+    run_plan,
     table,
     verdict,
     warn_if_busy,
@@ -275,9 +277,7 @@ def report_cold(cold: dict[str, Any], dtypes: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="few iterations and one cold run: proves the script works")
-    parser.add_argument("--budget", type=float, help="seconds of timed rounds per workload (default 30, quick 2)")
-    parser.add_argument("--cold-runs", type=int, help="fresh processes per engine (default 3, quick 1)")
+    add_timing_arguments(parser, default_budget=30.0)
     parser.add_argument("--dtypes", default="fp32,q8", help="runtime variants to measure (default fp32,q8)")
     parser.add_argument("--no-optimum", action="store_true", help="skip the optimum.onnxruntime peer")
     parser.add_argument("--threads", type=int, help="pin torch and onnxruntime to N intra-op threads "
@@ -285,9 +285,8 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true", help="warm latency only")
     parser.add_argument("--skip-warm", action="store_true", help="cold start and memory only")
     args = parser.parse_args()
-    budget = args.budget if args.budget is not None else (2.0 if args.quick else 30.0)
-    cold_runs = args.cold_runs or (1 if args.quick else 3)
-    warmup, min_rounds = (1, 3) if args.quick else (3, 10)
+    plan = run_plan(args, default_budget=30.0)
+    budget, cold_runs, warmup, min_rounds = plan.budget, plan.cold_runs, plan.warmup, plan.min_rounds
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     with_optimum = not args.no_optimum
     started = time.perf_counter()
