@@ -126,12 +126,12 @@ PAIRS = [(family, task) for family in sorted(FAMILIES) for task in sorted(FAMILI
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # numpy 2 on transformers' QA
 @pytest.mark.parametrize("family, task", PAIRS)
 def test_family_exports_and_matches_transformers(bundle_factory, family, task):
-    head, kwargs, compare = CELLS[task]
+    head, kwargs, check_same = CELLS[task]
     # text-classification shares the fp32+q8 bundles other tests export; the rest need fp32 only.
     dtypes = ("fp32", "q8") if task == "text-classification" else ("fp32",)
     checkpoint, bundle = bundle_factory(family, head, task, dtypes=dtypes, **kwargs)
     theirs = transformers.pipeline(task, model=str(checkpoint))
-    compare(pipeline(task, bundle, device="cpu"), theirs)
+    check_same(pipeline(task, bundle, device="cpu"), theirs)  # asserts per task, see CELLS
 
 
 def test_a_task_the_exporter_cannot_make_is_refused_before_any_work(checkpoint_factory, tmp_path):
