@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeformers.exporter.validate import VALIDATION_TEXTS
 from edgeformers.models.agreement import (
     ENTITY_AGREEMENT,
     GREEDY_TOKEN_AGREEMENT,
@@ -38,11 +39,7 @@ logger = logging.getLogger(__name__)
 GREEDY_NEW_TOKENS = 8
 
 AGREEMENT_TEXTS: tuple[str, ...] = (
-    "I love this.",
-    "This was a terrible waste of time and money, and I want it back.",
-    "Café au lait in Zürich costs 5 € — naïve pricing?",
-    "東京は日本の首都です 🙂",
-    " ".join(["The quick brown fox jumps over the lazy dog."] * 80),
+    *VALIDATION_TEXTS,  # the fp32-vs-PyTorch texts first, then ~35 more
     "My name is Wolfgang and I live in Berlin.",
     "Hugging Face Inc. is based in New York City; Sarah Connor works there.",
     "The service was slow and rude, but the food was excellent.",

@@ -48,20 +48,18 @@ def die():
 real_rename, real_unlink, real_exchange = os.rename, os.unlink, output_dir.exchange
 exchanged = []
 
-if point == "after-optimum-export":
-    real_optimum = build._optimum_export
-    def optimum_then_die(*a, **k):
-        real_optimum(*a, **k)
+def then_die(real):
+    def wrapper(*a, **k):
+        real(*a, **k)
         die()
-    build._optimum_export = optimum_then_die
+    return wrapper
+
+if point == "after-optimum-export":
+    build._optimum_export = then_die(build._optimum_export)
 elif point == "writing-manifest":
     Manifest.write = lambda self, folder: die()
 elif point == "making-variant":
-    real_make = variants.make_variant
-    def make_then_die(*a, **k):
-        real_make(*a, **k)
-        die()
-    variants.make_variant = make_then_die
+    variants.make_variant = then_die(variants.make_variant)
 elif point in ("before-first-rename", "between-fallback-renames", "after-fallback-renames"):
     output_dir.exchange = lambda first, second: False  # no RENAME_EXCHANGE: the fallback swap
     def rename(src, dst, *a, **k):
