@@ -20,12 +20,6 @@ def data_file(graph: Path) -> Path:
     return graph.with_name(graph.name + EXTERNAL_DATA_SUFFIX)
 
 
-def graph_files(graph: Path) -> list[Path]:
-    """The graph file and, when it has one, its external weights file."""
-    data = data_file(graph)
-    return [graph, data] if data.exists() else [graph]
-
-
 def uses_external_data(graph: Path) -> bool:
     return data_file(graph).exists()
 
