@@ -29,6 +29,8 @@ class Pipeline:
     (:func:`checked_call`), so a bad argument is an ``InputError``, never a ``TypeError``."""
 
     task: ClassVar[str]
+    #: False for pipelines whose inputs are not text (images, audio): no tokenizer.json needed.
+    uses_tokenizer: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -47,7 +49,8 @@ class Pipeline:
         self.dtype = dtype
         self.device = plan.device
         self.model = OnnxModel(bundle.onnx_path(dtype), plan, threads=threads, strict=strict)
-        self.tokenizer = TextTokenizer(bundle.path, bundle.manifest.processing.get("max_length"))
+        self.tokenizer = (TextTokenizer(bundle.path, bundle.manifest.processing.get("max_length"))
+                          if self.uses_tokenizer else None)
         self.prepare()
 
     def prepare(self) -> None:
