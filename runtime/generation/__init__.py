@@ -1,7 +1,12 @@
-"""Text generation in numpy: logits processors as transformers applies them, and a
-KV-cache decoding loop for decoder-only graphs driven by the manifest's ``generation``
+"""Text generation in numpy: logits processors as transformers applies them, search
+algorithms (greedy, sampling, beam search) over a model-specific :class:`Stepper`, and
+the KV-cache stepper for decoder-only graphs driven by the manifest's ``generation``
 section (never by the architecture's name)."""
 
-from edgeformers.runtime.generation.decoder import DecoderOnlyGenerator, Decoding, GenerationSettings
+from edgeformers.runtime.generation.decoder import DecoderOnlyGenerator
+from edgeformers.runtime.generation.search import Decoding, beam_search
+from edgeformers.runtime.generation.settings import GenerationSettings
+from edgeformers.runtime.generation.stepper import DecoderLayout, DecoderOnlyStepper, Stepper
 
-__all__ = ["Decoding", "DecoderOnlyGenerator", "GenerationSettings"]
+__all__ = ["DecoderLayout", "DecoderOnlyGenerator", "DecoderOnlyStepper", "Decoding", "GenerationSettings", "Stepper",
+           "beam_search"]

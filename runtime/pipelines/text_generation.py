@@ -123,7 +123,7 @@ class TextGenerationPipeline(Pipeline):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         return GenerationSettings(
-            max_new_tokens=values["max_new_tokens"], min_new_tokens=values.get("min_new_tokens") or 0,
+            max_new_tokens=values["max_new_tokens"], min_new_tokens=values.get("min_new_tokens"),
             do_sample=values.get("do_sample", False), temperature=float(values.get("temperature", 1.0)),
             top_k=int(values.get("top_k", 50)), top_p=float(values.get("top_p", 1.0)),
             repetition_penalty=float(values.get("repetition_penalty", 1.0)), eos_token_id=eos_ids,
