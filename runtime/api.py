@@ -67,7 +67,7 @@ def pipeline(
         raise BundleError(f"{bundle.path}: none of the variants listed ({listed}) has its files in the folder")
     bundle.variant(dtype)  # a listed but absent variant: which files are missing, which variants are here
     cls = pipeline_class(spec.name)
-    result = cls(bundle, dtype, plan, threads=threads, strict=strict)
+    result = cls(bundle, dtype, plan, threads=threads, strict=strict, requested_task=task)
     logger.info("loaded %s (%s) on %s", bundle.path, dtype, ", ".join(result.providers))
     _warn_if_degraded(bundle, dtype)
     return result
@@ -89,4 +89,6 @@ def _warn_if_degraded(bundle: Bundle, dtype: str) -> None:
 
 def _compatible(requested: str, exported: str) -> bool:
     """Tasks that run on another task's graph (zero-shot on an NLI classifier)."""
-    return (requested, exported) in {("zero-shot-classification", "text-classification")}
+    seq2seq = {"text2text-generation", "summarization", "translation"}  # one encoder-decoder graph pair serves all
+    return (requested, exported) in {("zero-shot-classification", "text-classification")} or (
+        requested in seq2seq and exported in seq2seq)

@@ -1,4 +1,5 @@
-"""What every pipeline shares: the bundle, one session, the tokenizer, input checks."""
+"""What every pipeline shares: the bundle, its sessions (one per graph component), the
+tokenizer, input checks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgeformers.models.errors import InputError
+from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.devices import DevicePlan
 from edgeformers.runtime.session import OnnxModel
@@ -31,6 +32,10 @@ class Pipeline:
     task: ClassVar[str]
     #: False for pipelines whose inputs are not text (images, audio): no tokenizer.json needed.
     uses_tokenizer: ClassVar[bool] = True
+    #: The graphs the pipeline runs, by the variant's component names (runtime/bundle.py
+    #: ``_COMPONENTS``): one ``model`` for encoders and decoder-only generators,
+    #: ``("encoder_model", "decoder_model_merged")`` for encoder-decoder generators.
+    components: ClassVar[tuple[str, ...]] = ("model",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -44,11 +49,25 @@ class Pipeline:
         plan: DevicePlan,
         threads: int | None = None,
         strict: bool = False,
+        requested_task: str | None = None,
     ) -> None:
         self.bundle = bundle
         self.dtype = dtype
         self.device = plan.device
-        self.model = OnnxModel(bundle.onnx_path(dtype), plan, threads=threads, strict=strict)
+        #: The task name the caller asked for (an alias such as "translation_en_to_fr" carries
+        #: arguments transformers reads from it); ``task`` is the canonical name.
+        self.requested_task = requested_task or self.task
+        variant = bundle.variant(dtype)
+        missing = [name for name in self.components if name not in variant.files]
+        if missing:
+            raise BundleError(
+                f"{bundle.path}: variant {dtype!r} has no {', '.join(missing)} graph; {self.task} runs "
+                f"{', '.join(self.components)} (the variant has: {', '.join(variant.files)})"
+            )
+        #: One session per component; ``model`` is the first (the only one for most pipelines).
+        self.models = {name: OnnxModel(bundle.onnx_path(dtype, name), plan, threads=threads, strict=strict)
+                       for name in self.components}
+        self.model = self.models[self.components[0]]
         self.tokenizer = (TextTokenizer(bundle.path, bundle.manifest.processing.get("max_length"))
                           if self.uses_tokenizer else None)
         self.prepare()
@@ -59,8 +78,8 @@ class Pipeline:
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the session really runs on (after any fallback)."""
-        return self.model.providers
+        """The execution providers the sessions really run on (after any fallback)."""
+        return list(dict.fromkeys(p for model in self.models.values() for p in model.providers))
 
     @property
     def labels(self) -> dict[int, str]:
