@@ -43,6 +43,18 @@ def special_token(tokenizer_config: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# Families whose slow tokenizer's decode() strips the text (MarianTokenizer and
+# M2M100Tokenizer end convert_tokens_to_string with .strip()); a tokenizer.json decoder
+# works per token and cannot, so the runtime strips after decoding.
+_STRIPS_DECODED_TEXT = frozenset({"marian", "m2m_100"})
+
+
+def decode_strips(model_type: str | None) -> bool:
+    """Whether decoded text must be ``str.strip()``-ed to equal transformers' decode; the
+    exporter's tokenizer check (exporter/tokenizer_convert.py) applies the same rule."""
+    return model_type in _STRIPS_DECODED_TEXT
+
+
 def sentence_transformers_settings(
     modules: list[dict[str, Any]] | None,
     pooling_config: dict[str, Any] | None,
