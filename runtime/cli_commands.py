@@ -37,11 +37,22 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--verify", is_flag=True, help="Check the sha256 of every file the variant reads first.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A pipeline argument, e.g. -o top_k=2 (value parsed as JSON when it parses).")
+@click.option("--max-new-tokens", type=int, default=None, help="text-generation: tokens to generate at most.")
+@click.option("--sample/--greedy", "do_sample", default=None,
+              help="text-generation: sample, or pick the likeliest token (default: the bundle's generation config).")
+@click.option("--temperature", type=float, default=None, help="text-generation: sampling temperature.")
+@click.option("--top-k", type=int, default=None, help="text-generation: sample among the k likeliest tokens.")
+@click.option("--top-p", type=float, default=None, help="text-generation: nucleus sampling probability mass.")
+@click.option("--seed", type=int, default=None, help="text-generation: seed that makes sampling repeatable.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole result as JSON (text-generation streams plain text by default).")
 @fail_on_errors
 def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: str | None, device: str,
-                strict: bool, verify: bool, options: tuple[str, ...]) -> None:
+                strict: bool, verify: bool, options: tuple[str, ...], as_json: bool, **generation: Any) -> None:
     """Run BUNDLE on each INPUT; '-' reads one input per line from stdin. An INPUT that is
-    a JSON object is passed as a dict, e.g. '{"question": "...", "context": "..."}'."""
+    a JSON object is passed as a dict, e.g. '{"question": "...", "context": "..."}'. A
+    text-generation bundle streams each INPUT's continuation to the terminal as it is
+    generated (Ctrl-C stops it); --json prints the pipeline's result instead."""
     from edgeformers.runtime.api import pipeline
 
     items: list[Any] = []
@@ -51,9 +62,30 @@ def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: 
         else:
             items.append(_input(item))
     kwargs = _parse_options(options)
+    kwargs.update({name: value for name, value in generation.items() if value is not None})
     pipe = pipeline(task, bundle, device=device, dtype=dtype, strict=strict, verify=verify)
+    if hasattr(pipe, "stream") and not as_json:
+        for item in items:
+            _stream_to_terminal(pipe, item, kwargs)
+        return
     result = pipe(items[0] if len(items) == 1 else items, **kwargs)
     _echo_result(_plain(result))
+
+
+def _stream_to_terminal(pipe: Any, prompt: Any, kwargs: dict[str, Any]) -> None:
+    """Print the continuation of ``prompt`` piece by piece, flushed as it comes. Ctrl-C
+    cancels the stream, says so on one stderr line and exits with 130 (128 + SIGINT)."""
+    stream = pipe.stream(prompt, **kwargs)
+    try:
+        for piece in stream:
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        stream.cancel()
+        click.echo("")
+        click.echo(f"interrupted after {len(stream.token_ids)} tokens", err=True)
+        sys.exit(130)
+    click.echo("")
 
 
 def _echo_result(result: Any) -> None:

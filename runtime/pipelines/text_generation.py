@@ -6,26 +6,29 @@ checkpoint's generation_config (recorded in the manifest), then the pipeline's o
 defaults (``max_new_tokens=256``, ``do_sample=True``). Prompts run one at a time unless
 ``batch_size`` > 1, then left-padded together. Decoding: greedy or sampling
 (temperature, top_k, top_p, seed), min/max_new_tokens, repetition_penalty, one or several
-EOS ids. Not yet: beam search, chat messages, streaming, stop strings.
+EOS ids. Chat messages (one conversation or a list of them) are rendered with the
+tokenizer's chat template (runtime/chat_template.py); :meth:`TextGenerationPipeline.stream`
+yields the new text piece by piece (runtime/generation/streaming.py).
 """
 
 from __future__ import annotations
 
-import math
+import inspect
 from typing import Any
 
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
+from edgeformers.runtime.chat_template import ChatTemplate, Prompts, chat_prompts, is_chat
 from edgeformers.runtime.generation import DecoderOnlyGenerator, GenerationSettings
-from edgeformers.runtime.pipelines.base import Pipeline, check_count, chunks, text_batch, unbatch
+from edgeformers.runtime.generation.arguments import SETTING_NAMES, merge, settings_from
+from edgeformers.runtime.generation.streaming import IncrementalDetokenizer, TextStream
+from edgeformers.runtime.pipelines.base import Pipeline, chunks, text_batch, unbatch
 from edgeformers.runtime.pipelines.fill_mask import clean_up_tokenization
 
 #: TextGenerationPipeline._default_generation_config: used where the checkpoint's
 #: generation_config says nothing.
 PIPELINE_DEFAULTS: dict[str, Any] = {"max_new_tokens": 256, "do_sample": True}
-_SETTINGS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
-             "eos_token_id", "pad_token_id")
 
 
 class TextGenerationPipeline(Pipeline):
@@ -36,19 +39,26 @@ class TextGenerationPipeline(Pipeline):
         if not section:
             raise BundleError(f"{self.bundle.path}: the manifest has no generation section; text-generation needs a "
                               "decoder-only bundle exported by edgeformers with --task text-generation")
-        self.generator = DecoderOnlyGenerator(self.model, section, str(self.bundle.path))
-        self.defaults = dict(PIPELINE_DEFAULTS)
-        self.defaults.update({k: v for k, v in (section.get("defaults") or {}).items() if k in _SETTINGS and v is not None})
+        self.generator = DecoderOnlyGenerator(self.model, section, str(self.bundle.path),
+                                              decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False))
+        #: the checkpoint's generation_config (manifest), EOS/pad filled from the section
+        self.checkpoint_defaults = {k: v for k, v in (section.get("defaults") or {}).items()
+                                    if k in SETTING_NAMES and v is not None}
         for name in ("eos_token_id", "pad_token_id"):
-            if self.defaults.get(name) is None and section.get(name) is not None:
-                self.defaults[name] = section[name]
+            if self.checkpoint_defaults.get(name) is None and section.get(name) is not None:
+                self.checkpoint_defaults[name] = section[name]
+        self.defaults = merge({}, self.checkpoint_defaults, PIPELINE_DEFAULTS)
+        vocab = self.bundle.read_json("config.json").get("vocab_size")
+        self.vocab_size = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 else None
         config = self.bundle.read_json("tokenizer_config.json")
         self.clean_up_spaces = bool(config.get("clean_up_tokenization_spaces", False))
+        self.chat_template = ChatTemplate.from_bundle(self.bundle)
 
     def __call__(
         self,
         text_inputs: Any,
         return_full_text: bool | None = None,
+        continue_final_message: bool | None = None,
         max_new_tokens: int | None = None,
         min_new_tokens: int | None = None,
         do_sample: bool | None = None,
@@ -56,42 +66,106 @@ class TextGenerationPipeline(Pipeline):
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
-        num_return_sequences: int = 1,
+        num_return_sequences: int | None = None,
         eos_token_id: int | list[int] | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
+        num_beams: int | None = None,
+        length_penalty: float | None = None,
+        early_stopping: bool | str | None = None,
+        no_repeat_ngram_size: int | None = None,
+        bad_words_ids: list[list[int]] | None = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        min_p: float | None = None,
+        typical_p: float | None = None,
+        stop_strings: str | list[str] | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        texts, single = text_batch(text_inputs, "text_inputs")
-        settings = self.generation_settings(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
-                                  temperature=temperature, top_k=top_k, top_p=top_p,
-                                  repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, seed=seed)
-        check_count("num_return_sequences", num_return_sequences)
-        if num_return_sequences > 1 and not settings.do_sample:
-            raise InputError(f"num_return_sequences={num_return_sequences} needs do_sample=True: greedy decoding "
-                             "gives one sequence per prompt (beam search is not available yet)")
+        inputs = self._prompts(text_inputs, continue_final_message)
+        texts, single = inputs.texts, inputs.single
+        settings = self.generation_settings(
+            generate_kwargs=generate_kwargs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, seed=seed,
+            num_return_sequences=num_return_sequences, num_beams=num_beams, length_penalty=length_penalty,
+            early_stopping=early_stopping, no_repeat_ngram_size=no_repeat_ngram_size, bad_words_ids=bad_words_ids,
+            min_length=min_length, max_length=max_length, min_p=min_p, typical_p=typical_p, stop_strings=stop_strings)
+        num_return_sequences = settings.num_return_sequences
         if return_full_text is not None and not isinstance(return_full_text, bool):
             raise InputError(f"return_full_text must be True or False, got {return_full_text!r}")
-        encodings = self.tokenizer.encode(texts, truncation=False)
-        for index, encoding in enumerate(encodings):
-            if not encoding.ids:
-                raise InputError(f"text_inputs[{index}] is empty and this tokenizer adds no BOS token, so there is "
-                                 "nothing to continue from; pass at least one character")
-        self._check_context(encodings, settings.max_new_tokens)
+        encodings = self._encode(inputs)
+        self._check_context(encodings, settings.max_new_tokens, settings.max_length)
         results: list[list[dict[str, str]]] = []
         for rows in chunks(len(texts), batch_size or 1):
             prompts = [encodings[i].ids for i in range(rows.start, rows.stop) for _ in range(num_return_sequences)]
             generated = self._generate(prompts, settings)
-            outputs = [{"generated_text": self._text(texts[rows.start + n // num_return_sequences], prompt, new,
-                                                     return_full_text is not False)}
+            outputs = [{"generated_text": inputs.output(rows.start + n // num_return_sequences,
+                                                        self._text("", prompt, new, False), return_full_text is not False)}
                        for n, (prompt, new) in enumerate(zip(prompts, generated))]
             results.extend(outputs[i:i + num_return_sequences] for i in range(0, len(outputs), num_return_sequences))
         return unbatch(results, single)
 
-    def _check_context(self, encodings: list[Any], max_new_tokens: int) -> None:
+    def stream(self, text_inputs: Any, continue_final_message: bool | None = None, **kwargs: Any) -> TextStream:
+        """Generate for one prompt (a string or one chat) and yield the new text as it
+        comes: ``for piece in pipe.stream("Once upon", max_new_tokens=50): ...``. The
+        pieces join to the ``generated_text`` that ``return_full_text=False`` gives. Takes
+        the decoding arguments of a call (greedy or sampling; not beams, one sequence);
+        ``stream.cancel()``, from any thread, stops it before the next step."""
+        accepted = [name for name in inspect.signature(type(self).__call__).parameters
+                    if name not in ("self", "text_inputs", "batch_size", "continue_final_message")]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise InputError(f"stream got unknown argument{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}")
+        if kwargs.pop("return_full_text", None) is True:
+            raise InputError("stream yields only the new text (return_full_text=False); the prompt is yours already")
+        for name in ("num_return_sequences", "num_beams"):
+            if kwargs.get(name, 1) not in (1, None):
+                raise InputError(f"stream generates one sequence greedily or by sampling; {name}={kwargs[name]!r} "
+                                 "needs the pipeline call instead")
+            kwargs.pop(name, None)
+        inputs = self._prompts(text_inputs, continue_final_message)
+        if not inputs.single:
+            raise InputError("stream takes one prompt (a string or one chat); call it once per prompt")
+        settings = self.generation_settings(**kwargs)
+        encodings = self._encode(inputs)
+        self._check_context(encodings, settings.max_new_tokens)
+        ids = np.asarray([encodings[0].ids], dtype=np.int64)
+        decoding = self.generator.start(ids, np.ones_like(ids), settings)
+        detokenizer = IncrementalDetokenizer(lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True),
+                                             encodings[0].ids, clean_up_tokenization if self.clean_up_spaces else None)
+        return TextStream(decoding, detokenizer, settings.eos_token_id, prompt=text_inputs)
+
+    def _prompts(self, text_inputs: Any, continue_final_message: bool | None) -> Prompts:
+        """Plain text, or chat messages rendered with the bundle's chat template."""
+        if is_chat(text_inputs):
+            return chat_prompts(self.chat_template, text_inputs, continue_final_message)
+        if continue_final_message is not None:
+            raise InputError("continue_final_message applies to chat messages only; text_inputs is plain text")
+        texts, single = text_batch(text_inputs, "text_inputs")
+        return Prompts(texts, single)
+
+    def _encode(self, inputs: Prompts) -> list[Any]:
+        """Token ids of each prompt. A rendered chat already holds its special tokens, so
+        none are added again (transformers' add_special_tokens=False for chats)."""
+        encodings = self.tokenizer.encode(inputs.texts, truncation=False, add_special_tokens=inputs.chats is None)
+        for index, encoding in enumerate(encodings):
+            if not encoding.ids:
+                raise InputError(f"text_inputs[{index}] is empty and this tokenizer adds no BOS token, so there is "
+                                 "nothing to continue from; pass at least one character")
+        return encodings
+
+    def _check_context(self, encodings: list[Any], max_new_tokens: int | None, max_length: int | None = None) -> None:
         """A prompt plus its new tokens must fit the model's positions: past them GPT-2's
         position table has no row and a RoPE model leaves the lengths it was trained on."""
         limit = self.bundle.manifest.generation.get("max_positions")
         if not isinstance(limit, int):
+            return
+        if max_new_tokens is None:
+            if max_length is not None and max_length > limit:
+                raise InputError(f"max_length={max_length} passes the model's {limit}-token context window; "
+                                 f"lower it to {limit} or less")
             return
         for index, encoding in enumerate(encodings):
             if len(encoding.ids) + max_new_tokens > limit:
@@ -100,38 +174,26 @@ class TextGenerationPipeline(Pipeline):
                     f"passes the model's {limit}-token context window; shorten the prompt or lower max_new_tokens"
                 )
 
-    def generation_settings(self, seed: int | None = None, **given: Any) -> GenerationSettings:
-        """The decoding settings of a call with ``given`` arguments (None: not given),
-        checked, over the checkpoint's generation_config and the pipeline defaults."""
-        values = {**self.defaults, **{k: v for k, v in given.items() if v is not None}}
-        for name in ("max_new_tokens", "top_k"):
-            check_count(name, values.get(name), minimum=1 if name == "max_new_tokens" else 0)
-        check_count("min_new_tokens", values.get("min_new_tokens"), minimum=0)
-        for name, low in (("temperature", 0.0), ("top_p", 0.0), ("repetition_penalty", 0.0)):
-            value = values.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= low):
-                raise InputError(f"{name} must be a number > {low:g}, got {value!r}")
-        if values.get("top_p") is not None and values["top_p"] > 1:
-            raise InputError(f"top_p must be in (0, 1], got {values['top_p']!r}")
-        if not isinstance(values.get("do_sample", False), bool):
-            raise InputError(f"do_sample must be True or False, got {values['do_sample']!r}")
-        eos = values.get("eos_token_id")
-        eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-        if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in eos_ids):
-            raise InputError(f"eos_token_id must be a token id or a list of token ids, got {eos!r}")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-        return GenerationSettings(
-            max_new_tokens=values["max_new_tokens"], min_new_tokens=values.get("min_new_tokens"),
-            do_sample=values.get("do_sample", False), temperature=float(values.get("temperature", 1.0)),
-            top_k=int(values.get("top_k", 50)), top_p=float(values.get("top_p", 1.0)),
-            repetition_penalty=float(values.get("repetition_penalty", 1.0)), eos_token_id=eos_ids,
-            pad_token_id=values.get("pad_token_id"), seed=seed,
-        )
+    def generation_settings(self, seed: int | None = None, generate_kwargs: dict[str, Any] | None = None,
+                            **given: Any) -> GenerationSettings:
+        """The decoding settings of a call with ``given`` arguments (None: not given; plus
+        transformers' ``generate_kwargs`` dict form), checked, over the checkpoint's
+        generation_config and the pipeline defaults (runtime/generation/arguments.py)."""
+        if generate_kwargs is not None:
+            if not isinstance(generate_kwargs, dict):
+                raise InputError(f"generate_kwargs must be a dict of generation settings, got {generate_kwargs!r}")
+            extra = dict(generate_kwargs)
+            seed = extra.pop("seed", seed)
+            given = {**extra, **{k: v for k, v in given.items() if v is not None}}
+        values = merge(given, self.checkpoint_defaults, PIPELINE_DEFAULTS)
+        return settings_from(values, seed, self.vocab_size)
 
     def _generate(self, prompts: list[list[int]], settings: GenerationSettings) -> list[list[int]]:
-        """Each prompt's new tokens, the rows left-padded into one batch."""
+        """Each prompt's new tokens, the rows left-padded into one batch. ``prompts`` hold
+        each prompt ``num_return_sequences`` times; beam search runs each once and returns
+        its best ``num_return_sequences`` hypotheses in their place."""
+        if settings.num_beams > 1:
+            prompts = prompts[::settings.num_return_sequences]
         width = max(len(p) for p in prompts)
         ids = np.full((len(prompts), width), self.tokenizer.pad_id, dtype=np.int64)
         mask = np.zeros((len(prompts), width), dtype=np.int64)
