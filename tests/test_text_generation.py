@@ -129,7 +129,8 @@ def test_q8_variant_is_held_to_greedy_token_agreement(generation):
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"max_new_tokens": 0}, r"max_new_tokens must be an integer >= 1"),
     ({"max_new_tokens": 2.5}, r"max_new_tokens must be an integer"),
-    ({"do_sample": False, "num_return_sequences": 2}, r"num_return_sequences=2 needs do_sample=True"),
+    ({"do_sample": False, "num_return_sequences": 2}, r"Greedy methods without beam search do not support "
+                                                      r"`num_return_sequences` different than 1 \(got 2\)"),
     ({"temperature": 0.0}, r"temperature must be a number > 0"),
     ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
     ({"eos_token_id": "x"}, r"eos_token_id must be a token id"),

@@ -5,6 +5,7 @@ runtime/generation/search.py. The manifest's ``generation`` section names everyt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.generation.search import Decoding, StopRule, beam_search
 from edgeformers.runtime.generation.settings import GenerationSettings
 from edgeformers.runtime.generation.stepper import DecoderLayout, DecoderOnlyStepper
+from edgeformers.runtime.generation.stopping import StopStrings
 from edgeformers.runtime.session import OnnxModel
 
 __all__ = ["DecoderLayout", "DecoderOnlyGenerator", "Decoding", "GenerationSettings"]
@@ -24,8 +26,11 @@ class DecoderOnlyGenerator:
     Holds no per-call state: one generator serves any number of decodings, one after
     another or from several threads."""
 
-    def __init__(self, model: OnnxModel, section: dict[str, Any], where: str) -> None:
+    def __init__(self, model: OnnxModel, section: dict[str, Any], where: str,
+                 decode: Callable[[list[int]], str] | None = None) -> None:
         self.model = model
+        #: token ids -> text, for stop_strings (the pipeline gives its tokenizer's decode)
+        self.decode = decode
         self.layout = DecoderLayout.from_section(section, where)
         missing = [n for n in (self.layout.input_ids, self.layout.attention_mask, *self.layout.past)
                    if n not in model.input_names]
@@ -45,6 +50,7 @@ class DecoderOnlyGenerator:
         mask 0 on padding): call :meth:`Decoding.step` for each next token until ``done``
         (or :meth:`Decoding.cancel`)."""
         _check_new_tokens(settings)
+        stop = stop or self._stop_strings(settings, input_ids.shape[1])
         return Decoding(self.stepper(attention_mask), input_ids, settings, self.max_positions, stop)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, settings: GenerationSettings,
@@ -53,9 +59,17 @@ class DecoderOnlyGenerator:
         filled with the pad id until all rows end. With ``num_beams`` > 1, beam search
         returns ``num_return_sequences`` rows per input row."""
         _check_new_tokens(settings)
+        stop = stop or self._stop_strings(settings, input_ids.shape[1])
         if settings.num_beams > 1:
             return beam_search(self.stepper(attention_mask), input_ids, settings, self.max_positions, stop)[0]
         return self.start(input_ids, attention_mask, settings, stop).run()
+
+    def _stop_strings(self, settings: GenerationSettings, fed: int) -> StopRule | None:
+        if not settings.stop_strings:
+            return None
+        if self.decode is None:
+            raise InputError("stop_strings needs a tokenizer to decode the new text; this generator has none")
+        return StopStrings(self.decode, settings.stop_strings, fed)
 
 
 def _check_new_tokens(settings: GenerationSettings) -> None:
