@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgeformers.exporter import audio_inputs, vision_inputs
 from edgeformers.exporter.agreement import AgreementCheck, check_min_agreement
 from edgeformers.exporter.generation import generation_section, validate_decoder
 from edgeformers.exporter.onnx_files import restore, uses_external_data
@@ -29,7 +30,9 @@ from edgeformers.exporter.output_dir import (
 )
 from edgeformers.exporter.quantize import VariantOptions, check_variant_options
 from edgeformers.exporter.quiet import quiet_export
+from edgeformers.exporter.seq2seq import build_seq2seq, is_seq2seq
 from edgeformers.exporter.source import Source, resolve_source
+from edgeformers.exporter.tied_embeddings import tie_embeddings
 from edgeformers.exporter.validate import (
     compare_outputs,
     reference_inputs,
@@ -38,6 +41,7 @@ from edgeformers.exporter.validate import (
     torch_outputs,
 )
 from edgeformers.exporter.variants import Progress, make_checked_variant, parse_dtypes
+from edgeformers.exporter.vision_inputs import VISION_TASKS
 from edgeformers.models.dtypes import onnx_file_name
 from edgeformers.models.errors import (
     EdgeformersError,
@@ -129,6 +133,9 @@ def _check_head(config: dict[str, Any], spec: TaskSpec, checkpoint: Source) -> N
     if not spec.head or not architectures:
         return
     endings = (f"For{spec.head}", "LMHeadModel") if spec.head == "CausalLM" else (f"For{spec.head}",)  # GPT2LMHeadModel
+    if spec.head == "Seq2SeqLM":  # BartForConditionalGeneration, MarianMTModel
+        endings = ("ForSeq2SeqLM", "ForConditionalGeneration", "MTModel")
+    endings = (*endings, *spec.head_classes)
     if not any(str(a).endswith(endings) for a in architectures):
         raise UnsupportedTaskError(
             f"checkpoint {checkpoint.hub_id or checkpoint.path} is a {', '.join(architectures)}, which has no "
@@ -154,6 +161,9 @@ def _build(
     step(f"[1/4] exporting {spec.export_task} graph with optimum")
     raw = work / "_optimum"
     _optimum_export(checkpoint.path, raw, spec.export_task, opset)
+    if is_seq2seq(spec.export_task):  # encoder_model + decoder_model_merged: exporter/seq2seq.py
+        return build_seq2seq(checkpoint, work, raw, spec, family, dtypes, atol, step, external_data, allow_degraded,
+                             options, optimize, min_agreement)
     onnx_dir = work / "onnx"
     onnx_dir.mkdir()
     fp32 = onnx_dir / onnx_file_name("model", "fp32")
@@ -164,7 +174,12 @@ def _build(
             shutil.move(str(file), str(work / file.name))
     shutil.rmtree(raw)
     restore(fp32, external_data)
-    _ensure_fast_tokenizer(checkpoint.path, work)
+    if spec.name == "text-generation":  # a tied LM head stored once (exporter/tied_embeddings.py)
+        tie_embeddings(fp32)
+    if spec.name in audio_inputs.AUDIO_TASKS:  # feature extractor settings; CTC vocab.json has no tokenizer.json form
+        audio_inputs.copy_audio_files(checkpoint.path, work)
+    elif spec.name not in VISION_TASKS:  # image models have an image processor, no tokenizer
+        _ensure_fast_tokenizer(checkpoint.path, work)
     for name in _EXTRA_FILES:
         if (checkpoint.path / name).is_file() and not (work / name).exists():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -182,10 +197,16 @@ def _build(
         generation = generation_section(work, config, fp32)
         validation: dict[str, Any] = {"fp32": validate_decoder(checkpoint.path, work, fp32, tolerance)}
     else:
-        inputs = reference_inputs(reference_tokenizer(work), processing.get("max_length"), graph_inputs)
+        inputs = (vision_inputs.reference_inputs(work, graph_inputs) if spec.name in VISION_TASKS
+                  else audio_inputs.reference_inputs(work, graph_inputs) if spec.name in audio_inputs.AUDIO_TASKS
+                  else reference_inputs(reference_tokenizer(work), processing.get("max_length"), graph_inputs))
         torch_results = torch_outputs(checkpoint.path, spec, inputs, graph_outputs)
         fp32_results = run_onnx(fp32, inputs)
         validation = {"fp32": compare_outputs(fp32_results, torch_results, tolerance)}
+        if spec.name in VISION_TASKS:
+            validation["fp32"] = vision_inputs.describe_report(validation["fp32"])
+        elif spec.name in audio_inputs.AUDIO_TASKS:
+            validation["fp32"] = audio_inputs.describe_report(validation["fp32"])
     optimization: dict[str, Any] = {}
     if optimize:
         step(f"[2/4] optimizing fp32 ({optimize}) and validating it against PyTorch again")
@@ -239,12 +260,16 @@ def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int
         raise
     except Exception as err:
         raise ExportError(f"optimum could not export {checkpoint} for {export_task!r}: {type(err).__name__}: {err}") from err
-    if not (output / "model.onnx").is_file():
+    if not (output / "model.onnx").is_file() and not (is_seq2seq(export_task) and (output / "encoder_model.onnx").is_file()):
         raise ExportError(f"optimum wrote no model.onnx for {checkpoint} ({sorted(p.name for p in output.iterdir())})")
 
 
 def _ensure_fast_tokenizer(checkpoint: Path, work: Path) -> None:
     """The runtime reads only tokenizer.json: convert slow/sentencepiece tokenizers here."""
+    from edgeformers.exporter.tokenizer_convert import write_checked_tokenizer
+
+    if write_checked_tokenizer(checkpoint, work):  # slow-only checkpoint: converted, checked token for token
+        return
     if (work / "tokenizer.json").is_file():
         return
     from transformers import AutoTokenizer
@@ -267,7 +292,8 @@ def _mark_external_data(path: Path, config: dict[str, Any]) -> None:
 
 
 def _labels(config: dict[str, Any], spec: TaskSpec) -> dict[int, str]:
-    if spec.head not in ("SequenceClassification", "TokenClassification"):
+    if spec.head not in ("SequenceClassification", "TokenClassification", "ImageClassification", "ObjectDetection",
+                         "AudioClassification"):
         return {}
     return {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
 

@@ -88,14 +88,52 @@ _register(Family("modernbert", ("modernbert",), ENCODER_TASKS - {"question-answe
 
 
 # Decoder-only generators: one graph with past key/values (optimum's text-generation-with-past).
-# No onnxruntime fusions yet; q8 is held to greedy-token agreement with fp32.
-_DECODER_DTYPES = ("q8",)
+# No onnxruntime fusions yet; q8 and q4 (MatMulNBits, block 32; q4f16 on top) are held to greedy-token
+# agreement with fp32.
+_DECODER_DTYPES = ("q8", "q4", "q4f16")
 _register(Family("gpt2", ("gpt2",), frozenset({"text-generation"}), atol=1e-4, subword_style="bpe",
                  quantize_per_channel=False, dtypes=_DECODER_DTYPES, optimizer_model_type=None))
 # Llama-style (grouped-query attention: fewer KV heads than query heads; RoPE; RMSNorm).
 _register(Family("llama", ("llama",), frozenset({"text-generation"}), atol=1e-4,
                  subword_style="bpe", quantize_per_channel=False, dtypes=_DECODER_DTYPES,
                  optimizer_model_type=None))
+# Qwen3: GQA with an explicit head_dim, RMSNorm on queries and keys (q_norm/k_norm), tied embeddings in the
+# small checkpoints (Qwen3-0.6B/1.7B); optimum-onnx 0.1.0 exports it with past.
+_register(Family("qwen3", ("qwen3",), frozenset({"text-generation"}), atol=1e-4, subword_style="bpe",
+                 quantize_per_channel=False, dtypes=_DECODER_DTYPES, optimizer_model_type=None))
+
+
+# Encoder-decoder generators: encoder_model + decoder_model_merged (optimum's
+# text2text-generation-with-past, the decoder's first step and its cached steps in one graph
+# behind use_cache_branch). Any of them runs all three seq2seq tasks, as in transformers.
+SEQ2SEQ_TASKS: frozenset[str] = frozenset({"text2text-generation", "summarization", "translation"})
+_SEQ2SEQ = dict(quantize_per_channel=False, dtypes=_DECODER_DTYPES, optimizer_model_type=None)
+_register(Family("bart", ("bart",), SEQ2SEQ_TASKS, atol=1e-4, subword_style="bpe", **_SEQ2SEQ))
+# mBART-50 style: the target language code is the forced first token (forced_bos_token_id).
+_register(Family("mbart", ("mbart",), SEQ2SEQ_TASKS, atol=1e-4, subword_style="unigram", **_SEQ2SEQ))
+# T5: relative position buckets, no biases, task prefixes from config.json task_specific_params.
+_register(Family("t5", ("t5",), SEQ2SEQ_TASKS, atol=1e-4, subword_style="unigram", **_SEQ2SEQ))
+# Marian (opus-mt): sentencepiece vocabularies converted to tokenizer.json at export.
+_register(Family("marian", ("marian",), SEQ2SEQ_TASKS, atol=1e-4, subword_style="unigram", **_SEQ2SEQ))
+
+# Image models: one graph taking pixel_values (preprocessing: runtime/vision). Conv layers stay
+# fp32 in q8 (the dynamic quantizer takes MatMul/Gemm/Gather), so no ConvInteger is needed.
+IMAGE_CLASSIFICATION: frozenset[str] = frozenset({"image-classification"})
+_VISION = dict(quantize_per_channel=True, dtypes=("q8",), optimizer_model_type=None)
+_register(Family("vit", ("vit",), IMAGE_CLASSIFICATION, atol=1e-4, **_VISION))
+_register(Family("deit", ("deit",), IMAGE_CLASSIFICATION, atol=1e-4, **_VISION))
+_register(Family("convnext", ("convnext",), IMAGE_CLASSIFICATION, atol=1e-4, **_VISION))
+# DETR with a transformers ResNet backbone (use_timm_backbone=False; timm checkpoints need timm).
+_register(Family("detr", ("detr",), frozenset({"object-detection"}), atol=1e-4, **_VISION))
+
+# Audio encoders on raw waveforms (input_values; preprocessing: runtime/audio): CTC speech recognition
+# and sequence-classification heads. Per-channel and reduce-range int8 are known to hurt wav2vec2, so
+# q8 is per-tensor without reduce-range; its conv front end stays fp32 (no ConvInteger needed).
+AUDIO_ENCODER_TASKS: frozenset[str] = frozenset({"automatic-speech-recognition", "audio-classification"})
+_AUDIO = dict(quantize_per_channel=False, quantize_reduce_range=False, dtypes=("q8", "fp16"),
+              optimizer_model_type=None)
+_register(Family("wav2vec2", ("wav2vec2",), AUDIO_ENCODER_TASKS, atol=1e-4, **_AUDIO))
+_register(Family("hubert", ("hubert",), AUDIO_ENCODER_TASKS, atol=1e-4, **_AUDIO))
 
 
 def family_for(model_type: str) -> Family:

@@ -3,6 +3,7 @@ from an export."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from edgeformers.models.errors import UnsupportedTaskError
@@ -14,6 +15,8 @@ class TaskSpec:
 
     ``export_task`` is optimum's name for the graph to export; ``head`` names the
     transformers model head (``AutoModelFor<head>``) whose checkpoint class must match.
+    ``head_classes`` are other class-name endings that carry the same head (a wav2vec2
+    audio classifier is saved as ``Wav2Vec2ForSequenceClassification``).
     """
 
     name: str
@@ -22,6 +25,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     default_checkpoint: str | None = None
     description: str = ""
+    head_classes: tuple[str, ...] = ()
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -79,6 +83,58 @@ TASKS: dict[str, TaskSpec] = {
             default_checkpoint="openai-community/gpt2",
             description="continue a prompt (decoder-only model, one graph with its KV cache)",
         ),
+        TaskSpec(
+            "text2text-generation",
+            export_task="text2text-generation-with-past",
+            head="Seq2SeqLM",
+            default_checkpoint="google-t5/t5-base",
+            description="generate a text from a text (encoder-decoder: encoder_model + decoder_model_merged)",
+        ),
+        TaskSpec(
+            "summarization",
+            export_task="text2text-generation-with-past",
+            head="Seq2SeqLM",
+            default_checkpoint="sshleifer/distilbart-cnn-12-6",
+            description="summarize a document (encoder-decoder)",
+        ),
+        TaskSpec(
+            "translation",
+            export_task="text2text-generation-with-past",
+            head="Seq2SeqLM",
+            aliases=("translation_xx_to_yy",),
+            default_checkpoint="google-t5/t5-base",
+            description="translate a text; translation_en_to_fr style names pick the languages (encoder-decoder)",
+        ),
+        TaskSpec(
+            "image-classification",
+            export_task="image-classification",
+            head="ImageClassification",
+            default_checkpoint="google/vit-base-patch16-224",
+            description="label an image with a class (preprocessing from preprocessor_config.json)",
+        ),
+        TaskSpec(
+            "object-detection",
+            export_task="object-detection",
+            head="ObjectDetection",
+            default_checkpoint="facebook/detr-resnet-50",
+            description="boxes, labels and scores of the objects in an image (DETR-style set prediction)",
+        ),
+        TaskSpec(
+            "automatic-speech-recognition",
+            export_task="automatic-speech-recognition",
+            head="CTC",
+            default_checkpoint="facebook/wav2vec2-base-960h",
+            description="transcribe speech (CTC models such as wav2vec2; Whisper as an encoder-decoder)",
+            head_classes=("ForConditionalGeneration",),  # WhisperForConditionalGeneration
+        ),
+        TaskSpec(
+            "audio-classification",
+            export_task="audio-classification",
+            head="AudioClassification",
+            default_checkpoint="superb/wav2vec2-base-superb-ks",
+            description="label a sound clip with a class (keyword spotting, sound events)",
+            head_classes=("ForSequenceClassification",),  # Wav2Vec2ForSequenceClassification, Hubert...
+        ),
     )
 }
 
@@ -87,8 +143,15 @@ _ALIASES: dict[str, str] = {
 }
 
 
+#: transformers' ``translation_XX_to_YY`` task names (the languages are arguments).
+_TRANSLATION = re.compile(r"translation_[A-Za-z0-9-]{1,20}_to_[A-Za-z0-9-]{1,20}")
+
+
 def resolve_task(name: str) -> TaskSpec:
-    """The task for a name or alias (``"sentiment-analysis"`` -> text-classification)."""
+    """The task for a name or alias (``"sentiment-analysis"`` -> text-classification,
+    ``"translation_en_to_fr"`` -> translation)."""
+    if isinstance(name, str) and _TRANSLATION.fullmatch(name):
+        return TASKS["translation"]
     try:
         return TASKS[_ALIASES[name]]
     except (KeyError, TypeError):

@@ -35,7 +35,8 @@ def test_every_task_has_a_runtime_pipeline_class():
 @pytest.mark.parametrize(
     "alias, task",
     [("sentiment-analysis", "text-classification"), ("ner", "token-classification"),
-     ("feature-extraction", "feature-extraction")],
+     ("feature-extraction", "feature-extraction"), ("translation_en_to_fr", "translation"),
+     ("translation_en-US_to_zh", "translation")],
 )
 def test_aliases_resolve_like_transformers(alias, task):
     assert resolve_task(alias).name == task
@@ -48,8 +49,8 @@ def test_unknown_task_lists_the_known_ones():
 
 def test_family_lookup_and_task_support_errors():
     assert family_for("xlm-roberta").name == "roberta"
-    with pytest.raises(UnsupportedTaskError, match="'t5' is not in the catalog"):
-        family_for("t5")
+    with pytest.raises(UnsupportedTaskError, match="'reformer' is not in the catalog"):
+        family_for("reformer")
     with pytest.raises(UnsupportedTaskError, match="'gpt2' .*cannot do 'fill-mask'.*text-generation"):
         check_supports("gpt2", "fill-mask")
     FAMILIES["limited"] = Family("limited", ("limited-arch",), frozenset({"text-classification"}))

@@ -15,6 +15,14 @@ PIPELINES: dict[str, str] = {
     "zero-shot-classification": "zero_shot:ZeroShotClassificationPipeline",
     "fill-mask": "fill_mask:FillMaskPipeline",
     "text-generation": "text_generation:TextGenerationPipeline",
+    "image-classification": "image_classification:ImageClassificationPipeline",
+    "object-detection": "object_detection:ObjectDetectionPipeline",
+    "text2text-generation": "text2text:Text2TextGenerationPipeline",
+    "summarization": "text2text:SummarizationPipeline",
+    "translation": "text2text:TranslationPipeline",
+    # CTC here; encoder-decoder (Whisper) bundles are handed to whisper:WhisperPipeline when made
+    "automatic-speech-recognition": "speech_recognition:SpeechRecognitionPipeline",
+    "audio-classification": "audio_classification:AudioClassificationPipeline",
 }
 
 

@@ -1,0 +1,351 @@
+"""Encoder-decoder exports (text2text-generation, summarization, translation): optimum's
+``encoder_model.onnx`` + ``decoder_model_merged.onnx`` placed in the bundle, the manifest's
+``generation`` section of kind ``"encoder-decoder"``, validation against PyTorch, and the
+quantized variants (every component quantized, the pair held to greedy-token agreement).
+
+Validation runs the fp32 encoder against PyTorch's, the merged decoder's first step (no
+cache) and a cached step against PyTorch's logits, and greedy decoding through the
+runtime's own :class:`~edgeformers.runtime.generation.seq2seq.Seq2SeqGenerator` against
+``model.generate`` token for token; anything past the family's tolerance is a
+:class:`ValidationError`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeformers.exporter.agreement import AGREEMENT_TEXTS, BATCH_SIZE, GREEDY_NEW_TOKENS, AgreementCheck
+from edgeformers.exporter.validate import VALIDATION_TEXTS
+from edgeformers.models.agreement import agreement_rule
+from edgeformers.models.dtypes import EXTERNAL_DATA_SUFFIX, onnx_file_name
+from edgeformers.models.errors import ExportError, ValidationError
+
+COMPONENTS = ("encoder_model", "decoder_model_merged")
+#: optimum also writes the unmerged decoders; the merged one replaces both.
+_UNMERGED = ("decoder_model", "decoder_with_past_model")
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
+PROMPTS: tuple[str, ...] = VALIDATION_TEXTS[:4]
+
+
+def is_seq2seq(export_task: str) -> bool:
+    return export_task in ("text2text-generation-with-past", "automatic-speech-recognition-with-past",
+                           "image-to-text-with-past")
+
+
+def place_graphs(raw: Path, onnx_dir: Path) -> dict[str, Path]:
+    """Move the encoder and merged decoder (and their weights) from optimum's output
+    into ``onnx/``; drop the unmerged decoders. Returns component -> fp32 graph."""
+    graphs = {}
+    for component in COMPONENTS:
+        name = onnx_file_name(component, "fp32")
+        if not (raw / name).is_file():
+            raise ExportError(f"optimum wrote no {name} ({sorted(p.name for p in raw.iterdir())}); an encoder-decoder "
+                              "bundle needs encoder_model.onnx and decoder_model_merged.onnx")
+        for file in raw.glob(name + "*"):
+            shutil.move(str(file), str(onnx_dir / file.name))
+        graphs[component] = onnx_dir / name
+    for component in _UNMERGED:
+        for file in raw.glob(f"{component}.onnx*"):
+            file.unlink()
+    return graphs
+
+
+def _io(graph: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    shape = lambda value: [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]  # noqa: E731
+    return ({i.name: shape(i) for i in model.graph.input if i.name not in initializers},
+            {o.name: shape(o) for o in model.graph.output})
+
+
+def generation_section(folder: Path, config: dict[str, Any], graphs: dict[str, Path]) -> dict[str, Any]:
+    """Names, cache layout and token ids of an encoder + merged decoder pair; the
+    encoder's inputs are recorded by name (text, audio features or pixels alike)."""
+    enc_in, enc_out = _io(graphs["encoder_model"])
+    dec_in, dec_out = _io(graphs["decoder_model_merged"])
+    key = lambda n: (int(_PAST.match(n).group(1)), _PAST.match(n).group(2), _PAST.match(n).group(3))  # type: ignore[union-attr]  # noqa: E731
+    past = sorted((n for n in dec_in if _PAST.match(n)), key=key)
+    present = [n.replace("past_key_values.", "present.", 1) for n in past]
+    missing = [n for n in ("input_ids", "encoder_hidden_states", "use_cache_branch") if n not in dec_in]
+    missing += [n for n in ("logits", *present) if n not in dec_out]
+    if not past or missing or "last_hidden_state" not in enc_out:
+        raise ExportError(f"{graphs['decoder_model_merged'].name}: not a merged decoder with past key/values as optimum "
+                          f"writes it (missing {missing or ['past_key_values.*']})")
+    self_past = [n for n in past if ".decoder." in n]
+    cross_past = [n for n in past if ".encoder." in n]
+    heads, head_size = dec_in[self_past[0]][1], dec_in[self_past[0]][3]
+    cross_head_size = dec_in[cross_past[0]][3] if cross_past else head_size
+    if not all(isinstance(v, int) and v for v in (heads, head_size)):
+        raise ExportError(f"{self_past[0]} has no fixed head count / head size ({dec_in[self_past[0]]})")
+    generation = _read(folder / "generation_config.json")
+    value = lambda name: generation.get(name, config.get(name))  # noqa: E731
+    eos = value("eos_token_id")
+    section: dict[str, Any] = {
+        "kind": "encoder-decoder",
+        "encoder": {"component": "encoder_model", "inputs": {n: n for n in enc_in}, "output": "last_hidden_state"},
+        "decoder": {
+            "component": "decoder_model_merged",
+            "inputs": {"input_ids": "input_ids", "encoder_hidden_states": "encoder_hidden_states",
+                       "encoder_attention_mask": "encoder_attention_mask" if "encoder_attention_mask" in dec_in else None,
+                       "use_cache_branch": "use_cache_branch"},
+            "logits": "logits",
+            "past_inputs": past,
+            "present_outputs": present,
+            "cross_past_inputs": cross_past,
+        },
+        "num_layers": len(self_past) // 2,
+        "num_heads": _first(config, "decoder_attention_heads", "num_heads", "num_attention_heads"),
+        "num_kv_heads": heads,
+        "head_size": head_size,
+        "max_positions": _first(config, "max_position_embeddings", "max_target_positions"),
+        "decoder_start_token_id": value("decoder_start_token_id"),
+        "bos_token_id": value("bos_token_id"),
+        "eos_token_id": [eos] if isinstance(eos, int) else list(eos or []),
+        "pad_token_id": value("pad_token_id"),
+        "forced_bos_token_id": value("forced_bos_token_id"),
+        "forced_eos_token_id": value("forced_eos_token_id"),
+        "defaults": {k: v for k, v in generation.items() if k != "transformers_version"},
+    }
+    if cross_head_size != head_size:
+        section["encoder_head_size"] = cross_head_size
+    if not isinstance(section["decoder_start_token_id"], int):
+        raise ExportError("the checkpoint names no decoder_start_token_id (generation_config.json or config.json); "
+                          "an encoder-decoder cannot start decoding without it")
+    section.update(_languages(folder))
+    return section
+
+
+def _languages(folder: Path) -> dict[str, Any]:
+    """A tokenizer with language codes (mBART-50, M2M100, NLLB): code -> token id, and
+    where the source code goes around the text (``src_lang`` standing for it)."""
+    from edgeformers.exporter.validate import reference_tokenizer
+
+    tokenizer = reference_tokenizer(folder)
+    codes = getattr(tokenizer, "lang_code_to_id", None)
+    if not isinstance(codes, dict) or not codes or not hasattr(tokenizer, "src_lang"):
+        return {}
+    first = next(iter(codes))
+    tokenizer.src_lang = first
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), None)
+    if start is None:
+        return {}
+    mark = lambda ids: ["src_lang" if t == codes[first] else int(t) for t in ids]  # noqa: E731
+    return {"language_codes": {str(k): int(v) for k, v in codes.items()},
+            "source_template": {"prefix": mark(full[:start]), "suffix": mark(full[start + len(plain):])}}
+
+
+def _generator(graphs: dict[str, Path], section: dict[str, Any]) -> Any:
+    from edgeformers.runtime.devices import resolve_device
+    from edgeformers.runtime.generation.seq2seq import Seq2SeqGenerator
+    from edgeformers.runtime.session import OnnxModel
+
+    plan = resolve_device("cpu")
+    return Seq2SeqGenerator(OnnxModel(graphs["encoder_model"], plan), OnnxModel(graphs["decoder_model_merged"], plan),
+                            section, str(graphs["decoder_model_merged"].parent))
+
+
+def _greedy(generator: Any, ids: np.ndarray, mask: np.ndarray, new: int, eos: list[int]) -> np.ndarray:
+    """``new`` greedy tokens per row, EOS held back throughout (as min_new_tokens does)."""
+    from edgeformers.runtime.generation.settings import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=new, min_new_tokens=new, eos_token_id=list(eos))
+    return generator.generate({"input_ids": ids, "attention_mask": mask}, settings)[:, 1:]
+
+
+def validate_seq2seq(checkpoint: Path, folder: Path, graphs: dict[str, Path], section: dict[str, Any],
+                     atol: float) -> dict[str, Any]:
+    """fp32 encoder states, decoder logits without and with past against PyTorch, and
+    greedy tokens against ``generate``, on the prompts alone and as one padded batch."""
+    import torch
+    import transformers
+
+    from edgeformers.exporter.validate import reference_tokenizer
+
+    tokenizer = reference_tokenizer(folder)
+    try:
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(checkpoint), trust_remote_code=False).eval()
+    except Exception as err:
+        raise ExportError(f"{checkpoint}: transformers could not load it as AutoModelForSeq2SeqLM: {err}") from err
+    generator = _generator(graphs, section)
+    start = section["decoder_start_token_id"]
+    feeds = [tokenizer(text, return_tensors="np") for text in PROMPTS]
+    feeds.append(tokenizer(list(PROMPTS), padding=True, return_tensors="np"))
+    diffs = {"encoder_last_hidden_state": 0.0, "logits_without_past": 0.0, "logits_with_past": 0.0}
+    greedy = {"rows": 0, "identical": 0}
+    plain = transformers.GenerationConfig(decoder_start_token_id=start, max_new_tokens=GREEDY_NEW_TOKENS,
+                                          min_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, num_beams=1,
+                                          pad_token_id=section["pad_token_id"], eos_token_id=None)
+    with torch.inference_mode():
+        for feed in feeds:
+            ids, mask = feed["input_ids"].astype(np.int64), feed["attention_mask"].astype(np.int64)
+            stepper = generator.stepper({"input_ids": ids, "attention_mask": mask})
+            encoded = model.get_encoder()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+            _note(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.float().numpy())
+            first = np.full((ids.shape[0], 1), start, dtype=np.int64)
+            want = model(encoder_outputs=encoded, attention_mask=torch.from_numpy(mask),
+                         decoder_input_ids=torch.from_numpy(first), use_cache=True)
+            got = stepper.step(first)
+            _note(diffs, "logits_without_past", got, want.logits[:, -1].float().numpy())
+            nxt = got.argmax(-1)[:, None].astype(np.int64)
+            want = model(encoder_outputs=encoded, attention_mask=torch.from_numpy(mask),
+                         decoder_input_ids=torch.from_numpy(nxt), past_key_values=want.past_key_values, use_cache=True)
+            _note(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].float().numpy())
+            expected = model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                                      generation_config=plain, use_model_defaults=False).numpy()[:, 1:]
+            tokens = _greedy(generator, ids, mask, GREEDY_NEW_TOKENS, section["eos_token_id"])
+            greedy["rows"] += len(tokens)
+            greedy["identical"] += int(sum(np.array_equal(a, b) for a, b in zip(tokens, expected)))
+    failures = {k: v for k, v in diffs.items() if not v <= atol}
+    if failures:
+        listing = ", ".join(f"{k}: {v:.3g}" for k, v in failures.items())
+        raise ValidationError(f"the ONNX encoder-decoder differs from PyTorch beyond atol={atol:g} ({listing})")
+    if greedy["identical"] != greedy["rows"]:
+        raise ValidationError(f"greedy decoding differs from PyTorch's generate on {greedy['rows'] - greedy['identical']} "
+                              f"of {greedy['rows']} validation rows ({GREEDY_NEW_TOKENS} new tokens each)")
+    return {"reference": "pytorch", "inputs": len(feeds), "texts": list(PROMPTS), "atol": atol,
+            "max_abs_diff": diffs, "greedy_rows_identical": greedy["identical"], "passed": True}
+
+
+class Seq2SeqAgreement:
+    """The greedy-token agreement of a variant's encoder + decoder with fp32's, on the
+    exporter's validation texts (batches of 8, truncated to the model's maximum)."""
+
+    def __init__(self, folder: Path, task: str, section: dict[str, Any], fp32: dict[str, Path],
+                 max_length: int | None, min_agreement: float | None = None) -> None:
+        from edgeformers.exporter.agreement import check_min_agreement
+        from edgeformers.exporter.validate import reference_tokenizer
+
+        rule = agreement_rule(task)
+        self.section = section
+        tokenizer = reference_tokenizer(folder)
+        texts = [text for text in AGREEMENT_TEXTS if text.strip()]
+        limit = {"max_length": max_length} if max_length else {}
+        self.feeds = [tokenizer(texts[i:i + BATCH_SIZE], padding=True, truncation=True, return_tensors="np", **limit)
+                      for i in range(0, len(texts), BATCH_SIZE)]
+        self.check = AgreementCheck(task=task, rule=rule, feeds=[], positions=[], examples=len(texts),
+                                    threshold=rule.threshold if min_agreement is None else
+                                    check_min_agreement(min_agreement),
+                                    threshold_source="catalog" if min_agreement is None else "user")
+        self.reference = self._run(fp32)
+
+    def _run(self, graphs: dict[str, Path]) -> list[dict[str, np.ndarray]]:
+        generator = _generator(graphs, self.section)
+        return [{"tokens": _greedy(generator, feed["input_ids"].astype(np.int64),
+                                   feed["attention_mask"].astype(np.int64), GREEDY_NEW_TOKENS,
+                                   self.section["eos_token_id"])} for feed in self.feeds]
+
+    def measure(self, graphs: dict[str, Path]) -> dict[str, Any]:
+        from edgeformers.exporter.agreement import task_agreement
+
+        return task_agreement(self.reference, self._run(graphs), self.check)
+
+
+def make_variants(work: Path, fp32: dict[str, Path], dtypes: list[str], family: Any, check: Seq2SeqAgreement,
+                  allow_degraded: bool, options: Any, step: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each dtype's variant of both graphs, held to the task's agreement with fp32."""
+    from edgeformers.exporter.agreement import hold_to_threshold
+    from edgeformers.exporter.onnx_files import uses_external_data
+    from edgeformers.exporter.quantize import make_variant
+    from edgeformers.runtime.manifest import Variant
+
+    variants, reports = {}, {}
+    for dtype in dtypes:
+        step(f"[3/4] making the {dtype} variant of {', '.join(COMPONENTS)} and checking it against fp32")
+        graphs, settings = {}, {}
+        for component, source in fp32.items():
+            target = source.with_name(onnx_file_name(component, dtype))
+            settings[component] = make_variant(source, target, dtype, family, external_data=uses_external_data(source),
+                                               options=options)
+            graphs[component] = target
+        reports[dtype] = hold_to_threshold(check.measure(graphs), dtype, allow_degraded)
+        first = settings[COMPONENTS[0]]
+        quantization = first if all(s == first for s in settings.values()) else {"components": settings}
+        variants[dtype] = Variant(dtype, {c: g.relative_to(work).as_posix() for c, g in graphs.items()}, quantization)
+    return variants, reports
+
+
+def fp32_variant(work: Path, fp32: dict[str, Path]) -> Any:
+    from edgeformers.runtime.manifest import Variant
+
+    return Variant("fp32", {c: g.relative_to(work).as_posix() for c, g in fp32.items()})
+
+
+def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any, dtypes: list[str],
+                  atol: float | None, step: Any, external_data: bool, allow_degraded: bool, options: Any,
+                  optimize: str | None, min_agreement: float | None) -> Any:
+    """exporter/build.py's ``_build`` from optimum's output on, for an encoder-decoder:
+    the same shared files and manifest, two graphs per variant."""
+    from edgeformers.exporter import build
+    from edgeformers.exporter.onnx_files import restore, uses_external_data
+    from edgeformers.runtime.bundle import processing_settings, read_json
+    from edgeformers.runtime.manifest import Manifest, describe_files
+
+    if optimize:
+        raise ExportError(f"--optimize {optimize}: encoder-decoder exports take no graph optimization yet")
+    onnx_dir = work / "onnx"
+    onnx_dir.mkdir()
+    fp32 = place_graphs(raw, onnx_dir)
+    for file in raw.iterdir():
+        if file.is_file() and not file.name.endswith((".onnx", EXTERNAL_DATA_SUFFIX)):
+            shutil.move(str(file), str(work / file.name))
+    shutil.rmtree(raw)
+    for graph in fp32.values():
+        restore(graph, external_data)
+    build._ensure_fast_tokenizer(checkpoint.path, work)
+    for name in build._EXTRA_FILES:
+        if (checkpoint.path / name).is_file() and not (work / name).exists():
+            shutil.copyfile(checkpoint.path / name, work / name)
+    config = read_json(work / "config.json", required=True)
+    if uses_external_data(fp32["encoder_model"]):
+        build._mark_external_data(work / "config.json", config)
+    processing = processing_settings(work, config)
+    tolerance = family.atol if atol is None else atol
+    step(f"[2/4] validating fp32 encoder and decoder against PyTorch (atol {tolerance:g})")
+    generation = generation_section(work, config, fp32)
+    validation = {"fp32": validate_seq2seq(checkpoint.path, work, fp32, generation, tolerance)}
+    variants = {"fp32": fp32_variant(work, fp32)}
+    if dtypes[1:]:
+        check = Seq2SeqAgreement(work, spec.name, generation, fp32, processing.get("max_length"), min_agreement)
+        made, reports = make_variants(work, fp32, dtypes[1:], family, check, allow_degraded, options, step)
+        variants.update(made)
+        validation.update(reports)
+    step("[4/4] writing the manifest")
+    inputs, outputs = build._graph_io(fp32["decoder_model_merged"])
+    manifest = Manifest(task=spec.name, model_type=config["model_type"], variants=variants,
+                        source=checkpoint.describe(), inputs=inputs, outputs=outputs, processing=processing,
+                        generation=generation, validation=validation, tools=build._tool_versions())
+    manifest.files = describe_files(work)
+    manifest.write(work)
+    return manifest
+
+
+def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
+    if got.shape != want.shape:
+        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
+    diffs[name] = max(diffs[name], float(np.abs(got - want).max(initial=0.0)))
+
+
+def _first(config: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        if isinstance(config.get(name), int) and not isinstance(config.get(name), bool):
+            return int(config[name])
+    return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    from edgeformers.runtime.bundle import read_json
+
+    return read_json(path) if path.is_file() else {}
+
+
+__all__ = ["COMPONENTS", "Seq2SeqAgreement", "build_seq2seq", "generation_section", "is_seq2seq", "make_variants",
+           "place_graphs", "validate_seq2seq"]
