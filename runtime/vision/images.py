@@ -115,3 +115,15 @@ def _from_array(PIL: Any, array: np.ndarray, where: str) -> Any:
                 f"{where}: pixel values span [{low:g}, {high:g}]; expected whole numbers in [0, 255] or floats in [0, 1]"
             )
     return PIL.Image.fromarray(np.ascontiguousarray(array))  # mode L, RGB or RGBA from the shape
+
+
+def image_batch(inputs: Any, name: str = "inputs") -> tuple[list[Any], bool]:
+    """``(RGB images, was_single)`` for one image or a list of them (transformers' pipelines
+    take both); each item is loaded and checked, an error names its index."""
+    if is_image(inputs):
+        return [load_image(inputs, name)], True
+    if isinstance(inputs, (list, tuple)):
+        if not inputs:
+            raise InputError(f"{name} is an empty list; expected one image or a list of images")
+        return [load_image(item, f"{name}[{index}]") for index, item in enumerate(inputs)], False
+    raise InputError(f"{name} is {type(inputs).__name__}; expected {ACCEPTED}, or a list of them")
