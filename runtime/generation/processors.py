@@ -118,7 +118,8 @@ def typical_p(scores: np.ndarray, mass: float) -> np.ndarray:
         return scores
     logp = log_softmax(scores)
     p = np.exp(logp)
-    entropy = -np.nansum(logp * p, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # -inf * 0 on filtered tokens: nansum skips them, as torch's
+        entropy = -np.nansum(logp * p, axis=-1, keepdims=True)
     shifted = np.abs(-logp - entropy)
     order = np.argsort(shifted, axis=-1, kind="stable")
     sorted_shifted = np.take_along_axis(shifted, order, axis=-1)
@@ -178,6 +179,10 @@ class LogitsProcessors:
             scores = suppress(scores, s.suppress_tokens)
         if s.begin_suppress_tokens and length == self.begin_index:
             scores = suppress(scores, s.begin_suppress_tokens)
+        # A pipeline's model-specific processors ``(sequences, scores) -> scores`` (Whisper's timestamp
+        # rules), attached to the settings object, not a user setting: last, as transformers appends them.
+        for extra in getattr(s, "logits_processors", None) or ():
+            scores = extra(sequences, scores)
         return self.warp(scores) if s.do_sample else scores
 
     def warp(self, scores: np.ndarray) -> np.ndarray:
