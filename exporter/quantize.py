@@ -126,7 +126,16 @@ def _dynamic_int8(source: Path, target: Path, dtype: str, family: Family) -> dic
         # nothing measurable (MiniLM cosine unchanged), while halving file size and load memory.
         "op_types": ["MatMul", "Gemm", "Attention", "Gather"],
     }
-    dynamic_int8(source, target, settings["op_types"], family, weight_type)
+    from edgeformers.exporter.tied_embeddings import tie_int8, untied
+
+    with untied(source) as (plain, pairs):  # quantizers take only initializer weights
+        dynamic_int8(plain, target, settings["op_types"], family, weight_type)
+    if pairs:  # the tied LM head and embedding table, stored once again (exporter/tied_embeddings.py)
+        import onnx
+
+        model = onnx.load(str(target))
+        settings["tied_embeddings"] = [entry["table"] for entry in tie_int8(model, pairs)]
+        save_onnx(model, target, external_data=True)
     return settings
 
 

@@ -36,8 +36,16 @@ def make_q4(
     import onnx
 
     from edgeformers.exporter.quantize import dynamic_int8, to_fp16
+    from edgeformers.exporter.tied_embeddings import share_4bit_embedding, untie_model
 
     model = onnx.load(str(source))
+    pairs = untie_model(model)  # a tied LM head is a MatMul weight again, for the quantizer
+    if "text-generation" in family.tasks:
+        # GPT-2's Conv1D projections export as Gemm, which MatMulNBits does not take: as MatMul + Add
+        # (what quantize_dynamic does for q8) they are 4-bit too. Encoders' classifier heads stay Gemm.
+        from onnxruntime.quantization.onnx_model import ONNXModel
+
+        ONNXModel(model).replace_gemm_with_matmul()
     eight_bit = sorted(
         name for name in matmul_names(model.graph) if any(part in name for part in family.q4_8bit_nodes)
     )
@@ -45,6 +53,8 @@ def make_q4(
                              exclude=eight_bit)
     if eight_bit:  # what is left as plain MatMul now is exactly the 8-bit list
         model = quantize_matmuls(model, bits=8, block_size=options.block_size, symmetric=options.symmetric)
+    # the embedding lookup reads the head's 4-bit weight: the table is stored once, in 4 bits
+    shared = share_4bit_embedding(model, pairs, options.block_size) if pairs else []
     with tempfile.TemporaryDirectory(prefix=".q4-", dir=target.parent) as scratch:
         weights_only = Path(scratch) / "matmuls.onnx"
         save_onnx(model, weights_only, external_data=True)
@@ -58,7 +68,7 @@ def make_q4(
         "block_size": options.block_size,
         "symmetric": options.symmetric,
         "eight_bit_nodes": eight_bit,
-        "embeddings": "int8 (dynamic Gather)",
+        "embeddings": "4-bit, shared with the LM head (GatherBlockQuantized)" if shared else "int8 (dynamic Gather)",
         **({"fp16": {"keep_io_types": True}} if fp16 else {}),
     }
 

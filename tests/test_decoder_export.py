@@ -1,0 +1,204 @@
+"""Decoder exports beyond the first slice: the Qwen3 family token-exact against
+transformers, tied embeddings stored once in fp32, q8 and q4, q4/q4f16 held to greedy-token
+agreement, and q8/q4 quantizing the weights inside a merged decoder's If branches."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+onnx = pytest.importorskip("onnx")
+
+from edgeformers.models.agreement import GREEDY_TOKEN_AGREEMENT  # noqa: E402
+from edgeformers.runtime import pipeline  # noqa: E402
+from tests.fixtures.floors import floor_for  # noqa: E402
+
+PROMPTS = ["ok", "The quick brown fox jumps over", "Café au lait in Zürich 🙂", "My name is Wolfgang and I"]
+NEW = 10
+DTYPES = ("fp32", "q8", "q4", "q4f16")
+
+
+@pytest.fixture(scope="module", params=["gpt2", "qwen3"])
+def tied(request, bundle_factory):
+    """(arch, checkpoint, bundle): tied-embedding decoders exported with every decoder variant."""
+    checkpoint, bundle = bundle_factory(request.param, "causal-lm", "text-generation", dtypes=DTYPES)
+    return request.param, checkpoint, bundle
+
+
+def _graph(bundle: Path, dtype: str):
+    from edgeformers.runtime.bundle import Bundle
+
+    return onnx.load(str(Bundle.open(bundle).onnx_path(dtype)))
+
+
+def _sizes(model) -> dict[str, tuple[int, ...]]:
+    return {init.name: tuple(init.dims) for init in model.graph.initializer}
+
+
+def _vocab_tables(model, vocab: int, hidden: int) -> list[str]:
+    """Initializers that hold a vocab x hidden matrix in any orientation or blocking."""
+    return [name for name, dims in _sizes(model).items()
+            if dims and dims[0] in (vocab, hidden) and int(np.prod(dims)) >= vocab * hidden // 8 and vocab in dims]
+
+
+def test_qwen3_batch_matches_transformers_token_for_token(bundle_factory):
+    checkpoint, bundle = bundle_factory("qwen3", "causal-lm", "text-generation", dtypes=DTYPES)
+    theirs = transformers.pipeline("text-generation", model=str(checkpoint))
+    ours = pipeline("text-generation", bundle, device="cpu")
+    want = [theirs(p, do_sample=False, max_new_tokens=NEW) for p in PROMPTS]
+    assert ours(PROMPTS, do_sample=False, max_new_tokens=NEW, batch_size=4) == want  # one left-padded batch
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(checkpoint)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint), padding_side="left")
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model.generate(**batch, do_sample=False, max_new_tokens=NEW, repetition_penalty=1.5)
+    texts = tokenizer.batch_decode(expected[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    got = ours(PROMPTS, do_sample=False, max_new_tokens=NEW, repetition_penalty=1.5, return_full_text=False)
+    assert [g[0]["generated_text"] for g in got] == texts
+    section = json.loads((bundle / "edgeformers.json").read_text())["generation"]
+    assert (section["num_heads"], section["num_kv_heads"], section["head_size"]) == (4, 2, model.config.head_dim)
+
+
+def test_every_large_weight_is_stored_once_in_fp32(tied):
+    """The fp32 graph's large initializers add up to the checkpoint's parameters (tied
+    ones counted once); a second copy of the tied table would add vocab x hidden floats."""
+    _, checkpoint, bundle = tied
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(checkpoint))
+    vocab, hidden = model.get_input_embeddings().weight.shape
+    params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
+    graph = _graph(bundle, "fp32")
+    stored = sum(int(np.prod(d)) for d in _sizes(graph).values() if int(np.prod(d)) >= 4096)
+    assert params - vocab * hidden < stored <= params
+    assert len(_vocab_tables(graph, vocab, hidden)) == 1
+    report = json.loads((bundle / "edgeformers.json").read_text())["validation"]["fp32"]
+    assert report["passed"] and max(report["max_abs_diff"].values()) <= report["atol"]
+
+
+def test_q8_and_q4_keep_the_tied_table_single(tied):
+    _, checkpoint, bundle = tied
+    config = transformers.AutoConfig.from_pretrained(str(checkpoint))
+    vocab, hidden = config.vocab_size, config.hidden_size
+    q8 = _graph(bundle, "q8")
+    [table] = _vocab_tables(q8, vocab, hidden)
+    ops = {node.op_type: node for node in q8.graph.node if table in node.input}
+    assert set(ops) == {"Gather", "Transpose"}  # the embedding lookup and the LM head read one int8 table
+    head = [n for n in q8.graph.node if n.op_type == "MatMulInteger" and ops["Transpose"].output[0] in n.input]
+    assert len(head) == 1 and _sizes(q8)[table] == (vocab, hidden)
+    q4 = _graph(bundle, "q4")
+    [blocks] = _vocab_tables(q4, vocab, hidden)
+    users = Counter(node.op_type for node in q4.graph.node if blocks in node.input)
+    assert users == Counter({"MatMulNBits": 1, "GatherBlockQuantized": 1})
+    manifest = json.loads((bundle / "edgeformers.json").read_text())
+    assert manifest["variants"]["q4"]["quantization"]["embeddings"].startswith("4-bit, shared")
+
+
+def test_an_untied_decoder_keeps_both_tables(bundle_factory):
+    """Llama's fixture has separate input and output embeddings: nothing is merged."""
+    checkpoint, bundle = bundle_factory("llama", "causal-lm", "text-generation")  # fp32+q8, shared with others
+    config = transformers.AutoConfig.from_pretrained(str(checkpoint))
+    assert not config.tie_word_embeddings
+    assert len(_vocab_tables(_graph(bundle, "fp32"), config.vocab_size, config.hidden_size)) == 2
+    assert len(_vocab_tables(_graph(bundle, "q8"), config.vocab_size, config.hidden_size)) == 2
+
+
+@pytest.mark.parametrize("dtype", ["q4", "q4f16"])
+def test_q4_variants_are_held_to_greedy_token_agreement(tied, dtype):
+    _, _, bundle = tied
+    manifest = json.loads((bundle / "edgeformers.json").read_text())
+    report = manifest["validation"][dtype]
+    assert report["metric"] == GREEDY_TOKEN_AGREEMENT and report["passed"]
+    assert report["value"] >= floor_for("text-generation")
+    variant = manifest["variants"][dtype]
+    assert variant["quantization"]["bits"] == 4 and variant["quantization"]["block_size"] == 32
+    graph = _graph(bundle, dtype)
+    weights = set(_sizes(graph))
+    plain = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & weights]
+    assert not plain, f"matmuls left with float weights: {plain}"  # GPT-2's Conv1D Gemms too
+    sizes = {d: sum(e["size"] for n, e in manifest["files"].items() if n.startswith(f"onnx/model{s}.onnx"))
+             for d, s in (("fp32", ""), ("q8", "_quantized"), (dtype, "_" + dtype))}
+    assert sizes[dtype] < sizes["q8"] < sizes["fp32"]
+    text = pipeline("text-generation", bundle, device="cpu", dtype=dtype)(PROMPTS[1], do_sample=False,
+                                                                            max_new_tokens=NEW)
+    assert text[0]["generated_text"].startswith(PROMPTS[1])
+
+
+# --------------------------------------------------------------------------- merged decoders
+
+
+@pytest.fixture(scope="module")
+def merged_decoder(tmp_path_factory):
+    """optimum's decoder_model_merged.onnx of a tiny random BART: every weight is used
+    inside the two branches of one If node (use_cache_branch)."""
+    from optimum.exporters.onnx import main_export
+
+    from edgeformers.exporter.quiet import quiet_export
+
+    root = tmp_path_factory.mktemp("merged")
+    config = transformers.BartConfig(vocab_size=700, d_model=32, encoder_layers=2, decoder_layers=2,
+                                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                                     decoder_ffn_dim=64, max_position_embeddings=64, init_std=0.2)
+    torch.manual_seed(0)
+    transformers.BartForConditionalGeneration(config).eval().save_pretrained(root / "checkpoint")
+    with quiet_export():
+        main_export(str(root / "checkpoint"), output=str(root / "onnx"), task="text2text-generation-with-past",
+                    device="cpu", do_validation=False, library_name="transformers")
+    return root / "onnx" / "decoder_model_merged.onnx"
+
+
+def _branch_ops(model) -> dict[str, Counter]:
+    [node] = [n for n in model.graph.node if n.op_type == "If"]
+    return {attr.name: Counter(n.op_type for n in attr.g.node) for attr in node.attribute}
+
+
+def _feed(session, cached: bool) -> dict[str, np.ndarray]:
+    """Random inputs for one step: three new tokens without the cache, one with 4 cached."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 if i == 0 else (4 if cached else 1) if "past" in spec.name and i == 2
+                 else 5 if "encoder" in str(d) or "encoder" in spec.name else (1 if cached else 3)
+                 for i, d in enumerate(spec.shape)]
+        if spec.type == "tensor(bool)":
+            feed[spec.name] = np.array([cached])
+        elif spec.type == "tensor(int64)":
+            feed[spec.name] = rng.integers(3, 600, shape) if "ids" in spec.name else np.ones(shape, np.int64)
+        else:
+            feed[spec.name] = rng.normal(size=shape).astype(np.float32)
+    return feed
+
+
+@pytest.mark.parametrize(("dtype", "op"), [("q8", "MatMulInteger"), ("q4", "MatMulNBits")])
+def test_merged_decoder_is_quantized_inside_both_if_branches(merged_decoder, dtype, op):
+    import onnxruntime
+
+    from edgeformers.exporter.quantize import make_variant
+    from edgeformers.models.families import FAMILIES
+
+    target = merged_decoder.with_name(f"decoder_model_merged_{dtype}.onnx")
+    make_variant(merged_decoder, target, dtype, FAMILIES["gpt2"])
+    before, after = _branch_ops(onnx.load(str(merged_decoder))), _branch_ops(onnx.load(str(target)))
+    weights = {i.name for i in onnx.load(str(merged_decoder)).graph.initializer}
+    for branch, ops in before.items():
+        projections = sum(1 for n in _if_branch(onnx.load(str(merged_decoder)), branch).node
+                          if n.op_type == "MatMul" and set(n.input) & weights)
+        assert projections >= 12  # 2 layers x (self q/k/v/o, cross q, fc1, fc2) at least, plus the LM head
+        assert after[branch][op] == projections, (branch, after[branch])
+        assert after[branch]["MatMul"] == ops["MatMul"] - projections  # only activation x activation left
+    size = lambda graph: sum(p.stat().st_size for p in graph.parent.glob(graph.name + "*"))  # noqa: E731
+    assert size(target) < size(merged_decoder)
+    sessions = [onnxruntime.InferenceSession(str(g), providers=["CPUExecutionProvider"])
+                for g in (merged_decoder, target)]
+    for cached in (False, True):
+        ref, got = (s.run(["logits"], _feed(s, cached))[0].reshape(-1) for s in sessions)
+        assert float(ref @ got / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.95, (dtype, cached)
+
+
+def _if_branch(model, branch: str):
+    [node] = [n for n in model.graph.node if n.op_type == "If"]
+    return next(attr.g for attr in node.attribute if attr.name == branch)
