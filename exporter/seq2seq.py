@@ -105,6 +105,7 @@ def generation_section(folder: Path, config: dict[str, Any], graphs: dict[str, P
         "num_kv_heads": heads,
         "head_size": head_size,
         "max_positions": _first(config, "max_position_embeddings", "max_target_positions"),
+        "vocab_size": _first(config, "vocab_size"),
         "decoder_start_token_id": value("decoder_start_token_id"),
         "bos_token_id": value("bos_token_id"),
         "eos_token_id": [eos] if isinstance(eos, int) else list(eos or []),

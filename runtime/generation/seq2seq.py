@@ -144,6 +144,9 @@ class Seq2SeqGenerator:
         self.encoder = encoder
         self.decoder = decoder
         self.layout = Seq2SeqLayout.from_section(section, where)
+        vocab = section.get("vocab_size")
+        #: Bounds the token ids a call may name (forced, bad words, EOS); None when unrecorded.
+        self.vocab_size = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
         layout = self.layout
         missing = [n for n in layout.encoder_inputs.values() if n not in encoder.input_names]
         missing += [n for n in (layout.decoder_input_ids, layout.encoder_hidden_states, *layout.past)

@@ -105,7 +105,7 @@ class Text2TextGenerationPipeline(Pipeline):
         strategy = truncation_strategy(truncation)
         if (src_lang is not None or tgt_lang is not None) and given.get("forced_bos_token_id") is None:
             given["forced_bos_token_id"] = self._language(tgt_lang, "tgt_lang")  # mBART-50: the target code first
-        settings = call_settings(self.defaults, given)
+        settings = call_settings(self.defaults, given, self.generator.vocab_size)
         encodings = self._encode(texts, strategy, src_lang)
         results: list[list[dict[str, Any]]] = []
         copies = settings.num_return_sequences
