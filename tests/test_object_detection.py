@@ -22,6 +22,7 @@ from tests.fixtures.floors import floor_for
 from tests.fixtures.vision_checkpoints import build_vision_checkpoint, export_bundle
 
 ATOL = 1e-4
+ARCHS = ("detr",)
 IMAGES = [(50, 70, "RGB", "noise"), (120, 40, "L", "disc"), (33, 33, "RGBA", "stripes"), (300, 200, "RGB", "gradient"),
           (50, 70, "RGB", "checkerboard")]  # the last has the first's size: they share a batch
 
