@@ -52,15 +52,17 @@ def is_chat(inputs: Any) -> bool:
 
 def conversations(inputs: Any, name: str = "text_inputs") -> tuple[list[Conversation], bool]:
     """``(conversations, was_single)`` for one conversation or a list of them, each checked:
-    a list of dicts with a string ``role`` and a ``content`` (a string, a list of content
-    blocks, or None for a tool-call message). A bad message is an ``InputError`` naming it."""
+    a list of dicts with a string ``role`` and a ``content`` key (any value: text, content
+    blocks, None beside tool calls; the template decides what it renders). A bad message is
+    an ``InputError`` naming it."""
     single = isinstance(inputs[0], dict)
     chats = [inputs] if single else list(inputs)
     for number, chat in enumerate(chats):
         where = name if single else f"{name}[{number}]"
         if not isinstance(chat, (list, tuple)) or not chat:
-            raise InputError(f"{where} is {type(chat).__name__ if chat else 'an empty list'}; a conversation is a "
-                             'non-empty list of messages like {"role": "user", "content": "..."}')
+            shown = "an empty list" if isinstance(chat, (list, tuple)) else type(chat).__name__
+            raise InputError(f"{where} is {shown}; a conversation is a non-empty list of messages like "
+                             '{"role": "user", "content": "..."}')
         for index, message in enumerate(chat):
             _check_message(message, index, f"{where}[{index}]")
     return [list(chat) for chat in chats], single
@@ -77,11 +79,6 @@ def _check_message(message: Any, index: int, where: str) -> None:
     if not isinstance(message["role"], str) or not message["role"]:
         raise InputError(f"chat message {index} ({where}) has role {message['role']!r}; a role is a non-empty string such as 'system', "
                          "'user' or 'assistant'")
-    content = message["content"]
-    if content is not None and not isinstance(content, str) and not (
-            isinstance(content, list) and all(isinstance(block, dict) for block in content)):
-        raise InputError(f"chat message {index} ({where}) has content of type {type(content).__name__}; expected a string, a list of content "
-                         "blocks (dicts), or None")
 
 
 class ChatTemplate:

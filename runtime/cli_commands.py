@@ -100,13 +100,14 @@ def _echo_result(result: Any) -> None:
 
 def _input(text: str) -> Any:
     """A JSON object argument is a structured input ({"question", "context"} for QA,
-    {"text", "text_pair"} for pairs); anything else is text."""
-    if text.lstrip().startswith("{"):
+    {"text", "text_pair"} for pairs), a JSON list of objects is chat messages
+    ('[{"role": "user", "content": "Hi"}]' for text-generation); anything else is text."""
+    if text.lstrip().startswith(("{", "[")):
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             return text
-        if isinstance(value, dict):
+        if isinstance(value, dict) or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
             return value
     return text
 

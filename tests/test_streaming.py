@@ -160,6 +160,10 @@ def test_cli_run_streams_the_pipeline_text(scripted):
     result = CliRunner().invoke(cli, ["run", str(bundle), PROMPT, "--max-new-tokens", str(NEW), "--greedy"])
     assert result.exit_code == 0, result.output
     assert result.stdout == expected + "\n"
+    chat = [{"role": "user", "content": "Hi 🙂"}]
+    result = CliRunner().invoke(cli, ["run", str(bundle), json.dumps(chat), "--max-new-tokens", "8", "--greedy"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ours(chat, do_sample=False, max_new_tokens=8, return_full_text=False)[0]["generated_text"] + "\n"
     result = CliRunner().invoke(cli, ["run", str(bundle), PROMPT, "--json", "--max-new-tokens", "4", "--greedy"])
     assert result.exit_code == 0 and json.loads(result.stdout) == ours(PROMPT, do_sample=False, max_new_tokens=4)
 
