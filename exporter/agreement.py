@@ -20,12 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from edgeformers.exporter import audio_inputs
 from edgeformers.exporter.validate import VALIDATION_TEXTS
+from edgeformers.exporter.vision_inputs import VISION_TASKS, agreement_feeds
 from edgeformers.models.agreement import (
+    CHARACTER_AGREEMENT,
     ENTITY_AGREEMENT,
     GREEDY_TOKEN_AGREEMENT,
     LABEL_AGREEMENT,
     MIN_COSINE,
+    QUERY_LABEL_AGREEMENT,
     SPAN_AGREEMENT,
     TOP1_TOKEN_AGREEMENT,
     AgreementRule,
@@ -134,6 +138,8 @@ class AgreementCheck:
     threshold_source: str = "catalog"
     #: The manifest's generation section (text-generation): the variants are decoded with it.
     generation: dict[str, Any] = field(default_factory=dict)
+    #: CTC's blank id (automatic-speech-recognition): dropped from the transcripts compared.
+    blank: int | None = None
 
     @classmethod
     def prepare(cls, folder: Path, task: str, max_length: int | None, graph_inputs: list[str],
@@ -147,13 +153,21 @@ class AgreementCheck:
 
         rule = agreement_rule(task)
         threshold = rule.threshold if min_agreement is None else check_min_agreement(min_agreement)
-        tokenizer = reference_tokenizer(folder)
+        vision = _task_name(task) in VISION_TASKS  # synthetic images, no tokenizer (exporter/vision_inputs.py)
+        audio = _task_name(task) in audio_inputs.AUDIO_TASKS  # synthetic clips (exporter/audio_inputs.py)
+        tokenizer = None if vision or audio else reference_tokenizer(folder)
         id2label = read_json(folder / "config.json").get("id2label") or {}
         check = cls(task=_task_name(task), rule=rule, feeds=[], positions=[], examples=0,
                     labels={int(k): str(v) for k, v in id2label.items()}, threshold=threshold,
                     threshold_source="catalog" if min_agreement is None else "user",
                     generation=dict(generation or {}))
-        check._tokenize(tokenizer, max_length, set(graph_inputs) | {"attention_mask"})
+        if vision:
+            check.feeds, check.examples = agreement_feeds(folder, check.task, graph_inputs)
+        elif audio:
+            check.feeds, check.examples = audio_inputs.agreement_feeds(folder, check.task, graph_inputs)
+            check.blank = audio_inputs.blank_id(folder)
+        else:
+            check._tokenize(tokenizer, max_length, set(graph_inputs) | {"attention_mask"})
         if fp32 is not None:
             check.fp32_results = check._run(fp32)
         return check
@@ -379,15 +393,36 @@ def _greedy_token_agreement(reference: list[dict[str, np.ndarray]], candidate: l
     return value, {**details, "identical_rows": identical, "new_tokens": GREEDY_NEW_TOKENS}
 
 
+def _query_label_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                           check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    """Object detection: per (image, query), the top class (no-object included) against fp32's;
+    the largest normalized box difference beside it."""
+    agree = total = 0
+    box_diff = 0.0
+    for ref, cand in zip(reference, candidate):
+        same = ref["logits"].argmax(-1) == cand["logits"].argmax(-1)
+        agree, total = agree + int(same.sum()), total + int(same.size)
+        box_diff = max(box_diff, float(np.abs(ref["pred_boxes"] - cand["pred_boxes"]).max(initial=0.0)))
+    value, details = _share(agree, total, "queries")
+    return value, {**details, "max_box_diff": box_diff}
+
+
 def _share(agree: int, total: int, unit: str) -> tuple[float, dict[str, Any]]:
     return (agree / total if total else 1.0), {"agree": int(agree), unit: int(total)}
 
 
+def _character_agreement(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                         check: AgreementCheck) -> tuple[float, dict[str, Any]]:
+    return audio_inputs.character_agreement(reference, candidate, check.blank)
+
+
 _METRICS: dict[str, Metric] = {
+    CHARACTER_AGREEMENT: _character_agreement,
     LABEL_AGREEMENT: _label_agreement,
     SPAN_AGREEMENT: _span_agreement,
     ENTITY_AGREEMENT: _entity_agreement,
     TOP1_TOKEN_AGREEMENT: _top1_token_agreement,
     MIN_COSINE: _min_cosine,
     GREEDY_TOKEN_AGREEMENT: _greedy_token_agreement,
+    QUERY_LABEL_AGREEMENT: _query_label_agreement,
 }

@@ -43,9 +43,15 @@ def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict[str, 
     outputs = [o.name for o in session.get_outputs()]
     results = []
     for feed in inputs:
-        values = session.run(outputs, {n: feed[n].astype(np.int64) for n in names})
+        values = session.run(outputs, {n: model_input(feed[n]) for n in names})
         results.append(dict(zip(outputs, values)))
     return results
+
+
+def model_input(value: np.ndarray) -> np.ndarray:
+    """Token ids and masks as int64, pixel values and audio features as float32."""
+    return value.astype(np.int64) if np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_ \
+        else value.astype(np.float32)
 
 
 def reference_tokenizer(folder: Path) -> Any:
@@ -74,7 +80,7 @@ def torch_outputs(
     results = []
     with torch.inference_mode():
         for feed in inputs:
-            output = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items()})
+            output = model(**{k: torch.from_numpy(model_input(v)) for k, v in feed.items()})
             results.append({name: output[name].float().numpy() for name in names})
     return results
 
@@ -141,7 +147,13 @@ def validate_bundle(
 
         reports = {"fp32": validate_decoder(checkpoint.path, bundle.path, fp32, tolerance)}
     else:
-        inputs = reference_inputs(reference_tokenizer(bundle.path), max_length, manifest.inputs)
+        from edgeformers.exporter import audio_inputs, vision_inputs
+
+        inputs = (vision_inputs.reference_inputs(bundle.path, manifest.inputs)
+                  if manifest.task in vision_inputs.VISION_TASKS
+                  else audio_inputs.reference_inputs(bundle.path, manifest.inputs)
+                  if manifest.task in audio_inputs.AUDIO_TASKS
+                  else reference_inputs(reference_tokenizer(bundle.path), max_length, manifest.inputs))
         fp32_results = run_onnx(fp32, inputs)
         expected = torch_outputs(checkpoint.path, resolve_task(manifest.task), inputs, manifest.outputs)
         reports = {"fp32": compare_outputs(fp32_results, expected, tolerance)}

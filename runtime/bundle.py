@@ -23,6 +23,7 @@ from typing import Any
 
 from edgeformers.models.dtypes import parse_onnx_file_name
 from edgeformers.models.errors import BundleError, ChecksumError
+from edgeformers.models.families import FAMILIES
 from edgeformers.models.processing import (
     check_config,
     check_sentence_bert_config,
@@ -270,11 +271,14 @@ def _find_variants(folder: BundleFolder) -> dict[str, Variant]:
 
 def _task_from_config(config: dict[str, Any]) -> str | None:
     """The task a checkpoint's saved class implies (``BertForTokenClassification`` ->
-    token-classification), from the catalog's task heads."""
-    heads = [(f"For{spec.head}", spec.name) for spec in TASKS.values() if spec.head]
+    token-classification), from the catalog's task heads; only tasks the model type's family
+    can do count (``Wav2Vec2ForSequenceClassification`` is audio-classification, not text)."""
+    heads = [(ending, spec.name) for spec in TASKS.values() if spec.head
+             for ending in (f"For{spec.head}", *spec.head_classes)]
+    family = next((f for f in FAMILIES.values() if config.get("model_type") in f.model_types), None)
     for architecture in config.get("architectures") or []:
         for suffix, task in heads:
-            if architecture.endswith(suffix):
+            if architecture.endswith(suffix) and (family is None or task in family.tasks):
                 return task
         if architecture.endswith("Model"):
             return "feature-extraction"
