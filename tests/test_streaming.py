@@ -102,6 +102,18 @@ def test_stream_stops_at_eos_like_the_call(scripted):
     assert "".join(stream) == expected and stream.finish_reason == "eos" and stream.token_ids[-1] == eos
 
 
+def test_stream_honours_stop_strings_and_the_other_decoding_arguments(scripted):
+    _, _, ours, _ = scripted
+    for kwargs in ({"stop_strings": "首都"}, {"stop_strings": ["movie", "zzz"]}, {"repetition_penalty": 5.0},
+                   {"no_repeat_ngram_size": 2}, {"generate_kwargs": {"max_new_tokens": 7}}):
+        kwargs = {"do_sample": False, "max_new_tokens": NEW, **kwargs}
+        expected = ours(PROMPT, return_full_text=False, **kwargs)[0]["generated_text"]
+        stream = ours.stream(PROMPT, **kwargs)
+        assert "".join(stream) == expected, kwargs
+        if "stop_strings" in kwargs:
+            assert stream.finish_reason == "stop" and len(stream.token_ids) < NEW, kwargs
+
+
 @pytest.mark.parametrize(("args", "kwargs", "match"), [
     ((PROMPT,), {"num_beams": 2}, r"num_beams=2 needs the pipeline call"),
     ((PROMPT,), {"num_return_sequences": 2}, r"num_return_sequences=2 needs the pipeline call"),

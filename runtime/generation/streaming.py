@@ -146,7 +146,7 @@ class TextStream:
         #: the generated token ids so far (a final EOS included)
         self.token_ids: list[int] = []
         self._reason: str | None = None
-        #: why generation ended: "eos", "length", "cancelled", or None while it runs
+        #: why generation ended: "eos", "stop" (a stop string), "length", "cancelled", or None while it runs
         self.finish_reason: str | None = None
 
     def cancel(self) -> None:
@@ -189,9 +189,14 @@ class TextStream:
         EOS token goes to the text like any other (skipped there when it is a special token,
         as transformers' decode skips it)."""
         if self._cancel.is_set():
+            cancel = getattr(self._decoding, "cancel", None)
+            if cancel is not None:
+                cancel()
             return self._finish("cancelled")
         if self._decoding.done:
-            return self._finish(self._reason or "length")
+            unfinished = getattr(self._decoding, "unfinished", None)
+            stopped = self._reason is None and unfinished is not None and not np.any(unfinished)
+            return self._finish(self._reason or ("stop" if stopped else "length"))
         token = int(self._decoding.step()[0])
         self.token_ids.append(token)
         if token in self._eos:

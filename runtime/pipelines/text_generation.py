@@ -130,7 +130,7 @@ class TextGenerationPipeline(Pipeline):
             raise InputError("stream takes one prompt (a string or one chat); call it once per prompt")
         settings = self.generation_settings(**kwargs)
         encodings = self._encode(inputs)
-        self._check_context(encodings, settings.max_new_tokens)
+        self._check_context(encodings, settings.max_new_tokens, settings.max_length)
         ids = np.asarray([encodings[0].ids], dtype=np.int64)
         decoding = self.generator.start(ids, np.ones_like(ids), settings)
         detokenizer = IncrementalDetokenizer(lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True),
