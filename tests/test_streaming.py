@@ -93,6 +93,29 @@ def test_cancel_inside_the_loop_and_from_another_thread(scripted):
     assert "".join(ours.stream(PROMPT, do_sample=False, max_new_tokens=NEW)) == full
 
 
+def test_streams_from_several_threads_at_once(scripted):
+    """Each stream holds its own KV cache: streams interleaved on one pipeline from four
+    threads each give their own prompt's text."""
+    _, _, ours, _ = scripted
+    prompts = [PROMPT, "the cat", "Where is 東京?", "ok"]
+    expected = [ours(p, do_sample=False, max_new_tokens=NEW, return_full_text=False)[0]["generated_text"]
+                for p in prompts]
+    streams = [ours.stream(p, do_sample=False, max_new_tokens=NEW) for p in prompts]
+    barrier = threading.Barrier(len(streams))
+    got: dict[int, str] = {}
+
+    def consume(index: int) -> None:
+        barrier.wait()
+        got[index] = "".join(streams[index])
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [got[i] for i in range(len(prompts))] == expected
+
+
 def test_stream_stops_at_eos_like_the_call(scripted):
     _, _, ours, theirs = scripted
     eos = ours.tokenizer.encode(["首都"], add_special_tokens=False)[0].ids[0]  # a token the script reaches
