@@ -132,23 +132,22 @@ def test_q4_variants_are_held_to_greedy_token_agreement(tied, dtype):
 
 
 @pytest.fixture(scope="module")
-def merged_decoder(tmp_path_factory):
-    """optimum's decoder_model_merged.onnx of a tiny random BART: every weight is used
-    inside the two branches of one If node (use_cache_branch)."""
-    from optimum.exporters.onnx import main_export
+def seq2seq_bundle(tmp_path_factory):
+    """A tiny random BART summarizer exported with fp32, q8 and q4: its
+    decoder_model_merged keeps every weight inside the two branches of one If node."""
+    from click.testing import CliRunner
 
-    from edgeformers.exporter.quiet import quiet_export
+    from edgeformers.runtime.cli import cli
+    from tests.fixtures.floors import floor_args
+    from tests.fixtures.seq2seq_checkpoints import build_seq2seq_checkpoint
 
     root = tmp_path_factory.mktemp("merged")
-    config = transformers.BartConfig(vocab_size=700, d_model=32, encoder_layers=2, decoder_layers=2,
-                                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                                     decoder_ffn_dim=64, max_position_embeddings=64, init_std=0.2)
-    torch.manual_seed(0)
-    transformers.BartForConditionalGeneration(config).eval().save_pretrained(root / "checkpoint")
-    with quiet_export():
-        main_export(str(root / "checkpoint"), output=str(root / "onnx"), task="text2text-generation-with-past",
-                    device="cpu", do_validation=False, library_name="transformers")
-    return root / "onnx" / "decoder_model_merged.onnx"
+    checkpoint = build_seq2seq_checkpoint("bart", root / "checkpoint")
+    args = ["export", str(checkpoint), str(root / "bundle"), "--task", "summarization", "--dtype", "fp32,q8,q4",
+            *floor_args("summarization")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return root / "bundle"
 
 
 def _branch_ops(model) -> dict[str, Counter]:
@@ -174,26 +173,27 @@ def _feed(session, cached: bool) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(("dtype", "op"), [("q8", "MatMulInteger"), ("q4", "MatMulNBits")])
-def test_merged_decoder_is_quantized_inside_both_if_branches(merged_decoder, dtype, op):
+def test_merged_decoder_is_quantized_inside_both_if_branches(seq2seq_bundle, dtype, op):
     import onnxruntime
 
-    from edgeformers.exporter.quantize import make_variant
-    from edgeformers.models.families import FAMILIES
-
-    target = merged_decoder.with_name(f"decoder_model_merged_{dtype}.onnx")
-    make_variant(merged_decoder, target, dtype, FAMILIES["gpt2"])
-    before, after = _branch_ops(onnx.load(str(merged_decoder))), _branch_ops(onnx.load(str(target)))
-    weights = {i.name for i in onnx.load(str(merged_decoder)).graph.initializer}
+    manifest = json.loads((seq2seq_bundle / "edgeformers.json").read_text())
+    fp32_path = seq2seq_bundle / manifest["variants"]["fp32"]["files"]["decoder_model_merged"]
+    target = seq2seq_bundle / manifest["variants"][dtype]["files"]["decoder_model_merged"]
+    fp32, quantized = onnx.load(str(fp32_path)), onnx.load(str(target))
+    weights = {i.name for i in fp32.graph.initializer}
+    before, after = _branch_ops(fp32), _branch_ops(quantized)
     for branch, ops in before.items():
-        projections = sum(1 for n in _if_branch(onnx.load(str(merged_decoder)), branch).node
-                          if n.op_type == "MatMul" and set(n.input) & weights)
+        graph = _if_branch(fp32, branch)
+        projections = sum(1 for n in graph.node if n.op_type == "MatMul"
+                          and set(n.input) & (weights | {i.name for i in graph.initializer}))
         assert projections >= 12  # 2 layers x (self q/k/v/o, cross q, fc1, fc2) at least, plus the LM head
         assert after[branch][op] == projections, (branch, after[branch])
         assert after[branch]["MatMul"] == ops["MatMul"] - projections  # only activation x activation left
-    size = lambda graph: sum(p.stat().st_size for p in graph.parent.glob(graph.name + "*"))  # noqa: E731
-    assert size(target) < size(merged_decoder)
-    sessions = [onnxruntime.InferenceSession(str(g), providers=["CPUExecutionProvider"])
-                for g in (merged_decoder, target)]
+    # the manifest's sizes of the weights files show it (fp32 weights kept beside the quantized would not shrink it)
+    size = lambda path: manifest["files"][path.relative_to(seq2seq_bundle).as_posix() + "_data"]["size"]  # noqa: E731
+    assert size(target) < 0.3 * size(fp32_path)
+    assert manifest["validation"][dtype]["passed"]
+    sessions = [onnxruntime.InferenceSession(str(g), providers=["CPUExecutionProvider"]) for g in (fp32_path, target)]
     for cached in (False, True):
         ref, got = (s.run(["logits"], _feed(s, cached))[0].reshape(-1) for s in sessions)
         assert float(ref @ got / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.95, (dtype, cached)
