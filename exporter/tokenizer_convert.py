@@ -77,7 +77,15 @@ def write_checked_tokenizer(checkpoint: Path, work: Path) -> bool:
             return False
         fast.save_pretrained(str(work))
     strip = decode_strips(_model_type(checkpoint))
-    checked = check_tokenizer(slow, work, strip=strip)
+    try:
+        checked = check_tokenizer(slow, work, strip=strip)
+    except ExportError as err:
+        if own is not None:
+            raise
+        raise ExportError(f"{err}. This is transformers' own fast conversion of {checkpoint}, which its pipelines "
+                          "use by default; to ship it anyway, save it into the checkpoint (AutoTokenizer."
+                          "from_pretrained(CHECKPOINT).save_pretrained(CHECKPOINT) writes tokenizer.json) and export "
+                          "again") from None
     log.info("%s: wrote tokenizer.json from %s, identical on %d texts and %d decoded id runs",
              checkpoint, name, checked["texts"], checked["decoded"])
     return True
