@@ -229,6 +229,8 @@ class Seq2SeqAgreement:
         self.section = section
         tokenizer = reference_tokenizer(folder)
         texts = [text for text in AGREEMENT_TEXTS if text.strip()]
+        positions = section.get("max_positions")
+        max_length = min(max_length or positions or 0, positions or max_length or 0) or None
         limit = {"max_length": max_length} if max_length else {}
         self.feeds = [tokenizer(texts[i:i + BATCH_SIZE], padding=True, truncation=True, return_tensors="np", **limit)
                       for i in range(0, len(texts), BATCH_SIZE)]

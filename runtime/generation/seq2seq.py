@@ -168,20 +168,20 @@ class Seq2SeqGenerator:
         """A pull-style greedy or sampled decoding (one sequence per row): call
         :meth:`Decoding.step` until ``done``. ``decoder_input_ids`` replaces the decoder
         start token (Whisper's forced prompt tokens)."""
-        _check_new_tokens(settings)
-        stepper = self.stepper(encoder_feed)
-        rows = stepper.hidden.shape[0]
+        rows = next(iter(encoder_feed.values())).shape[0]
         ids = self.start_ids(rows) if decoder_input_ids is None else np.asarray(decoder_input_ids, dtype=np.int64)
+        _check_new_tokens(settings, ids.shape[1], self.layout.max_positions)
+        stepper = self.stepper(encoder_feed)
         return Decoding(stepper, ids, settings, self.layout.max_positions, stop)
 
     def generate(self, encoder_feed: dict[str, np.ndarray], settings: GenerationSettings,
                  decoder_input_ids: np.ndarray | None = None, stop: StopRule | None = None) -> np.ndarray:
         """The decoder sequences (start token first) of every row, ``num_return_sequences``
         consecutive rows per input row; rows that ended early are filled with the pad id."""
-        _check_new_tokens(settings)
-        stepper = self.stepper(encoder_feed)
-        rows = stepper.hidden.shape[0]
+        rows = next(iter(encoder_feed.values())).shape[0]
         ids = self.start_ids(rows) if decoder_input_ids is None else np.asarray(decoder_input_ids, dtype=np.int64)
+        _check_new_tokens(settings, ids.shape[1], self.layout.max_positions)
+        stepper = self.stepper(encoder_feed)
         if settings.num_beams > 1:
             return beam_search(stepper, ids, settings, self.layout.max_positions, stop)[0]
         copies = settings.num_return_sequences
@@ -195,6 +195,14 @@ class Seq2SeqGenerator:
         return Decoding(stepper, ids, settings, self.layout.max_positions, stop).run()
 
 
-def _check_new_tokens(settings: GenerationSettings) -> None:
+def _check_new_tokens(settings: GenerationSettings, fed: int, max_positions: int | None) -> None:
+    """At least one new token, and no more than the decoder has positions for (its
+    position table has no row past them: a typed error here, not one from onnxruntime)."""
     if settings.max_new_tokens is not None and settings.max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be >= 1, got {settings.max_new_tokens}")
+    total = settings.total_length(fed, max_positions)
+    if max_positions and total > max_positions:
+        asked = (f"max_new_tokens={settings.max_new_tokens}" if settings.max_new_tokens is not None
+                 else f"max_length={settings.max_length}")
+        raise InputError(f"{asked} passes the decoder's {max_positions} positions ({fed} start token(s) + new tokens); "
+                         f"pass max_new_tokens <= {max_positions - fed}")

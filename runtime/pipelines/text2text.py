@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
+from edgeformers.models.processing import decode_strips
 from edgeformers.runtime.generation.seq2seq import KIND, Seq2SeqGenerator
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
@@ -53,6 +54,7 @@ class Text2TextGenerationPipeline(Pipeline):
                                                        params if isinstance(params, dict) else None,
                                                        self.tokenizer.pad_id)
         self.languages: dict[str, int] = dict(section.get("language_codes") or {})
+        self.strip_decoded = decode_strips(self.bundle.manifest.model_type)
 
     def task_key(self, params: dict[str, Any]) -> str | None:
         """The task_specific_params key transformers reads for this pipeline."""
@@ -141,7 +143,8 @@ class Text2TextGenerationPipeline(Pipeline):
         the manifest records (``[src_lang] text </s>`` for mBART-50) around the text."""
         prefix: list[int] = []
         suffix: list[int] = []
-        limit = self.bundle.manifest.processing.get("max_length")
+        limits = [n for n in (self.bundle.manifest.processing.get("max_length"), self.section.get("max_positions")) if n]
+        limit = min(limits) if limits else None  # truncation=True stops at the positions the encoder has
         if src_lang is not None:
             template = self.section.get("source_template")
             if not isinstance(template, dict):
@@ -166,6 +169,8 @@ class Text2TextGenerationPipeline(Pipeline):
         if return_tensors:
             return {f"{self.return_name}_token_ids": ids}
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if self.strip_decoded:  # MarianTokenizer.decode strips; a tokenizer.json decoder cannot
+            text = text.strip()
         return {f"{self.return_name}_text": clean_up_tokenization(text) if clean_up else text}
 
 
