@@ -198,7 +198,7 @@ def m2m100_tokenizer(slow: Any) -> dict[str, Any]:
     tokenizer = unigram_over_vocab(read_spm(slow.spm_file), vocab, str(slow.unk_token), "M2M100 vocab.json")
     specials = {str(t) for t in slow.all_special_tokens}
     tokens = [(vocab[t], t, True) for t in specials if t in vocab]
-    tokens += [(int(i), str(t), True) for t, i in slow.lang_token_to_id.items()]
+    tokens += [(int(i), str(t), str(t) in specials) for t, i in slow.lang_token_to_id.items()]
     add_tokens(tokenizer, tokens, "M2M100 vocab.json")
     prefix = [(slow.convert_ids_to_tokens(i), i) for i in slow.prefix_tokens]
     suffix = [(slow.convert_ids_to_tokens(i), i) for i in slow.suffix_tokens]

@@ -89,6 +89,27 @@ def test_marian_unknown_characters_follow_the_slow_tokenizer(marian_checkpoint, 
         single, run, slow("aßẞb ß 🚀🚀")["input_ids"]]
 
 
+def test_m2m100_ids_decode_and_other_source_languages(tmp_path):
+    """M2M100 (no fast tokenizer in transformers): ids, decoded target ids, and the recipe the
+    runtime uses for a source language other than tokenizer_config's: the language token,
+    the text without specials, ``</s>``."""
+    checkpoint = tmp_path / "m2m100"
+    slow = spm_fixtures.m2m100_tokenizer_files(checkpoint)
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "m2m_100"}), encoding="utf-8")
+    work = converted(checkpoint, tmp_path)
+    ours = TextTokenizer(work, max_length=None)
+    for text in TEXTS:
+        assert [e.ids for e in ours.encode([text], truncation=False)] == [slow(text)["input_ids"]], text
+        target_ids = slow(text_target=text)["input_ids"]
+        assert runtime_decode(ours, target_ids, "m2m_100") == slow.decode(target_ids, skip_special_tokens=True), text
+    for language in ("fr", "zh", "ko"):
+        slow.src_lang = language
+        for text in TEXTS[:6]:
+            body = ours.encode([text], truncation=False, add_special_tokens=False)[0].ids
+            ours_ids = [ours.token_to_id(f"__{language}__"), *body, ours.token_to_id("</s>")]
+            assert ours_ids == slow(text)["input_ids"], (language, text)
+
+
 def test_t5_spiece_model_converted_and_checked(t5_checkpoint, tmp_path):
     assert not (t5_checkpoint / "tokenizer.json").exists()
     work = converted(t5_checkpoint, tmp_path)
