@@ -101,7 +101,8 @@ class DecoderOnlyStepper:
             positions = np.cumsum(self.mask, axis=1) - 1
             positions[self.mask == 0] = 1
             feed[layout.position_ids] = positions[:, -n:]
-        results = self.model.run(feed, [layout.logits, *layout.present])
+        # only the logits are checked for NaN/inf: a broken cache shows in the next step's logits
+        results = self.model.run(feed, [layout.logits, *layout.present], checked=[layout.logits])
         for name, present in zip(layout.past, layout.present):
             self.past[name] = results[present]
         return results[layout.logits][:, -1, :].astype(np.float32, copy=False)
