@@ -4,9 +4,11 @@ arguments and outputs (``[{"generated_text": ...}]``).
 Defaults are applied as transformers applies them: the call's arguments, then the
 checkpoint's generation_config (recorded in the manifest), then the pipeline's own
 defaults (``max_new_tokens=256``, ``do_sample=True``). Prompts run one at a time unless
-``batch_size`` > 1, then left-padded together. Decoding: greedy or sampling
-(temperature, top_k, top_p, seed), min/max_new_tokens, repetition_penalty, one or several
-EOS ids. Chat messages (one conversation or a list of them) are rendered with the
+``batch_size`` > 1, then left-padded together. Decoding (runtime/generation/): greedy,
+sampling (temperature, top_k, top_p, min_p, typical_p, seed) or beam search (num_beams,
+length_penalty, early_stopping, num_return_sequences), with repetition_penalty,
+no_repeat_ngram_size, bad_words_ids, min/max_length, min/max_new_tokens, one or several
+EOS ids and stop_strings; transformers' ``generate_kwargs`` dict is accepted too. Chat messages (one conversation or a list of them) are rendered with the
 tokenizer's chat template (runtime/chat_template.py); :meth:`TextGenerationPipeline.stream`
 yields the new text piece by piece (runtime/generation/streaming.py).
 """
