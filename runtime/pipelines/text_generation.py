@@ -8,7 +8,8 @@ defaults (``max_new_tokens=256``, ``do_sample=True``). Prompts run one at a time
 sampling (temperature, top_k, top_p, min_p, typical_p, seed) or beam search (num_beams,
 length_penalty, early_stopping, num_return_sequences), with repetition_penalty,
 no_repeat_ngram_size, bad_words_ids, min/max_length, min/max_new_tokens, one or several
-EOS ids and stop_strings; transformers' ``generate_kwargs`` dict is accepted too. Chat messages (one conversation or a list of them) are rendered with the
+EOS ids and stop_strings; transformers' ``generate_kwargs`` dict is accepted too.
+Chat messages (one conversation or a list of them) are rendered with the
 tokenizer's chat template (runtime/chat_template.py); :meth:`TextGenerationPipeline.stream`
 yields the new text piece by piece (runtime/generation/streaming.py).
 """
