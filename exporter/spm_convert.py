@@ -160,23 +160,22 @@ def suffix_processor(prefix: list[tuple[str, int]], eos: tuple[str, int]) -> Any
 
 
 def marian_tokenizers(slow: Any) -> dict[str, Any]:
-    """``{"tokenizer.json": source tokenizer}`` for a MarianTokenizer, plus
-    ``"target_tokenizer.json"`` when source and target ids differ (``separate_vocabs``).
+    """``{"tokenizer.json": tokenizer}`` for a MarianTokenizer with one shared vocab.json.
 
     Encoding: the source sentencepiece model numbered by vocab.json, specials split out
     first, language codes (``>>fr<<``) kept whole, ``</s>`` appended. Decoding target ids
-    needs only the id -> piece table, which is vocab.json's for a shared vocabulary
-    (MarianTokenizer's ``decode`` then strips the text: the runtime must ``str.strip()``)."""
-    source_spm, target_spm = slow.spm_files
-    unk = str(slow.unk_token)
-    source = unigram_over_vocab(read_spm(source_spm), slow.encoder, unk, "Marian vocab.json")
-    _add_marian_tokens(source, slow, slow.encoder)
-    outputs = {"tokenizer.json": source}
+    needs only the id -> piece table, which is the same vocab.json (MarianTokenizer's
+    ``decode`` then strips the text: models.processing.decode_strips). Separate source and
+    target vocabularies are refused: transformers' MarianTokenizer skips the *source*
+    vocabulary's special ids when it decodes target ids, so there is no sound reference
+    to check a target tokenizer against."""
     if slow.separate_vocabs:
-        target = unigram_over_vocab(read_spm(target_spm), slow.target_encoder, unk, "Marian target_vocab.json")
-        _add_marian_tokens(target, slow, slow.target_encoder)
-        outputs["target_tokenizer.json"] = target
-    return outputs
+        raise ExportError("this Marian checkpoint has separate source and target vocabularies (target_vocab.json); "
+                          "transformers decodes its target ids with the source vocabulary's special ids, so "
+                          "edgeformers cannot write and check a tokenizer.json for it")
+    source = unigram_over_vocab(read_spm(slow.spm_files[0]), slow.encoder, str(slow.unk_token), "Marian vocab.json")
+    _add_marian_tokens(source, slow, slow.encoder)
+    return {"tokenizer.json": source}
 
 
 def _add_marian_tokens(tokenizer: Any, slow: Any, vocab: dict[str, int]) -> None:

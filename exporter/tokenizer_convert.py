@@ -43,9 +43,6 @@ HARD_TEXTS: tuple[str, ...] = (
     "x",
     "",
 )
-#: Files written here besides the slow tokenizer's own: the runtime reads tokenizer.json,
-#: and target_tokenizer.json (when present) to decode generated ids.
-WRITTEN = ("tokenizer.json", "target_tokenizer.json")
 _SWEEP_RUN = 16  # ids per decoded run when every id of the vocabulary is decoded
 _SWEEP_LIMIT = 300_000
 _OWN_CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
@@ -64,8 +61,7 @@ def write_checked_tokenizer(checkpoint: Path, work: Path) -> bool:
     if slow is None or getattr(slow, "is_fast", False):
         return False
     name = type(slow).__name__
-    for file in WRITTEN:  # whatever optimum's unchecked conversion left
-        (work / file).unlink(missing_ok=True)
+    (work / "tokenizer.json").unlink(missing_ok=True)  # whatever optimum's unchecked conversion left
     own = _OWN_CONVERTERS.get(name)
     if own is not None:
         slow.save_pretrained(str(work))  # source.spm, vocab.json ...: what transformers reloads the bundle from
@@ -92,33 +88,31 @@ def write_checked_tokenizer(checkpoint: Path, work: Path) -> bool:
 
 
 def check_tokenizer(slow: Any, folder: Path, strip: bool = False) -> dict[str, int]:
-    """Hold ``folder``/tokenizer.json (and target_tokenizer.json) to the slow tokenizer:
-    ids of every check text, decoded text of those ids, of their target-side ids, and of
-    every vocabulary id in runs of ``_SWEEP_RUN``. ``strip`` applies the runtime's
+    """Hold ``folder``/tokenizer.json to the slow tokenizer: ids of every check text, decoded
+    text of those ids, of their target-side ids, and of every vocabulary id in runs of
+    ``_SWEEP_RUN``. ``strip`` applies the runtime's
     :func:`decode_strips` rule. Returns how many texts and decoded runs were compared."""
     from tokenizers import Tokenizer
 
-    source = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    target_file = folder / "target_tokenizer.json"
-    target = Tokenizer.from_file(str(target_file)) if target_file.is_file() else source
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     name = type(slow).__name__
     decoded = 0
     texts = [*VALIDATION_TEXTS, *HARD_TEXTS]
     for text in texts:
         expected = list(slow(text)["input_ids"])
-        encoding = source.encode(text)
+        encoding = tokenizer.encode(text)
         if list(encoding.ids) != expected:
             raise ExportError(_mismatch(name, text, slow.convert_ids_to_tokens(expected), expected,
                                         list(encoding.tokens), list(encoding.ids)))
-        _check_decode(slow, source, expected, name, strip, use_source=True)
-        target_ids = list(slow(text_target=text)["input_ids"])
-        _check_decode(slow, target, target_ids, name, strip)
+        _check_decode(slow, tokenizer, expected, name, strip, use_source=True)
+        target_ids = list(slow(text_target=text)["input_ids"])  # Marian: the target sentencepiece model's ids
+        _check_decode(slow, tokenizer, target_ids, name, strip)
         decoded += 2
-    size = len(target.get_vocab(with_added_tokens=True))
+    size = len(tokenizer.get_vocab(with_added_tokens=True))
     step = max(1, size // _SWEEP_LIMIT)
     ids = list(range(0, size, step))
     for start in range(0, len(ids), _SWEEP_RUN):
-        _check_decode(slow, target, ids[start:start + _SWEEP_RUN], name, strip)
+        _check_decode(slow, tokenizer, ids[start:start + _SWEEP_RUN], name, strip)
         decoded += 1
     return {"texts": len(texts), "decoded": decoded}
 

@@ -60,7 +60,6 @@ def runtime_decode(tokenizer: TextTokenizer, ids: list[int], model_type: str) ->
 
 def test_marian_ids_and_decoded_text_equal_marian_tokenizer(marian_checkpoint, tmp_path):
     work = converted(marian_checkpoint, tmp_path)
-    assert not (work / "target_tokenizer.json").exists()  # one shared vocab.json: one file decodes both sides
     slow = transformers.MarianTokenizer.from_pretrained(str(marian_checkpoint))
     ours = TextTokenizer(work, max_length=None)
     for text in TEXTS:
@@ -74,6 +73,21 @@ def test_marian_ids_and_decoded_text_equal_marian_tokenizer(marian_checkpoint, t
     spm = sentencepiece.SentencePieceProcessor(model_file=str(marian_checkpoint / "source.spm"))
     pieces = spm.encode("The cat likes the red ball.", out_type=str)
     assert [slow.encoder[p] for p in pieces] != spm.encode("The cat likes the red ball.")
+
+
+def test_marian_separate_vocabularies_are_refused(tmp_path):
+    """transformers' MarianTokenizer decodes target_vocab.json ids while skipping the source
+    vocabulary's special ids (it drops real target tokens), so there is nothing sound to
+    check a conversion against: refused with a clear ExportError, nothing written."""
+    checkpoint = tmp_path / "marian-separate"
+    slow = spm_fixtures.marian_tokenizer_files(checkpoint, separate_vocabs=True)
+    dropped = next(i for i in slow.all_special_ids if slow.target_encoder.get("<pad>") != i and i > 1)
+    assert not slow.decoder[dropped].startswith("<")  # a real target piece that decode(skip_special_tokens) drops
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ExportError, match="separate source and target vocabularies"):
+        write_checked_tokenizer(checkpoint, work)
+    assert not (work / "tokenizer.json").exists()
 
 
 def test_marian_unknown_characters_follow_the_slow_tokenizer(marian_checkpoint, tmp_path):
