@@ -190,6 +190,12 @@ def test_template_errors_surface_as_typed_errors(chat, tmp_path, bundle_factory)
     with pytest.raises(BundleError, match=r"the chat template is not valid Jinja"):
         pipe([{"role": "user", "content": "a"}], do_sample=False, max_new_tokens=2)
 
+    # a template is read through the bundle's path checks: a link out of the bundle is refused at load
+    escaping = _edit(bundle, tmp_path / "escaping", {"chat_template.jinja": None})
+    (escaping / "chat_template.jinja").symlink_to(tmp_path / "raising" / "chat_template.jinja")
+    with pytest.raises(BundleError, match=r"chat_template\.jinja"):
+        pipeline("text-generation", escaping, device="cpu")
+
     _, plain = bundle_factory("gpt2", "causal-lm", "text-generation")
     assert "chat_template" not in json.loads((plain / "tokenizer_config.json").read_text())
     with pytest.raises(InputError, match=r"this bundle's tokenizer has no chat template"):
