@@ -27,6 +27,8 @@ from tests.fixtures.audio_checkpoints import (  # noqa: E402
 from tests.fixtures.floors import floor_for  # noqa: E402
 
 TASK = "automatic-speech-recognition"
+#: the catalog families this module proves (tests/test_families.py TESTED_ELSEWHERE)
+ARCHS = ("wav2vec2", "hubert")
 RATE = 16000
 CLIPS = [("tones", 0.3), ("speechlike", 1.0), ("noise", 2.37), ("chirp", 4.1), ("quiet", 0.9)]
 
