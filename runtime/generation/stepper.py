@@ -108,5 +108,7 @@ class DecoderOnlyStepper:
         return results[layout.logits][:, -1, :].astype(np.float32, copy=False)
 
     def reorder(self, rows: np.ndarray) -> None:
+        if len(rows) == len(self.mask) and (rows == np.arange(len(rows))).all():
+            return  # beams that all kept their own row: no copy of the cache
         self.mask = self.mask[rows]
         self.past = {name: value[rows] for name, value in self.past.items()}
