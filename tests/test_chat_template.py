@@ -114,6 +114,10 @@ def test_chat_pipeline_matches_transformers_pipeline(chat):
         expected = theirs(inputs, **kwargs, **extra)
         assert ours(inputs, **kwargs, **extra) == expected, (inputs, extra)
     assert ours([single, prefill], batch_size=2, **kwargs) == theirs([single, prefill], **kwargs)
+    # the model is fed exactly transformers' chat tokens: the tokenizer adds no BOS to a rendered chat
+    fed = [e.ids for e in ours._encode(ours._prompts([single, prefill], None))]
+    assert fed == [theirs.tokenizer.apply_chat_template(single, add_generation_prompt=True),
+                   theirs.tokenizer.apply_chat_template(prefill, continue_final_message=True)]
     # the prefilled answer is continued: the scripted model says "東京" after "like"
     assert ours(prefill, **kwargs)[0]["generated_text"][-1]["content"].startswith("I like東京")
 
