@@ -51,6 +51,18 @@ def test_stream_joins_to_transformers_text_on_cjk_and_emoji(scripted):
     assert len(pieces) < NEW and not any("\ufffd" in piece for piece in pieces[:-1])
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_stream_joins_to_transformers_text_on_random_models(bundle_factory, arch):
+    """The random tiny GPT-2 and Llama of test_text_generation: whatever they emit (often
+    broken UTF-8 from lone byte tokens), the pieces join to transformers' text."""
+    checkpoint, bundle = bundle_factory(arch, "causal-lm", "text-generation")
+    ours = pipeline("text-generation", bundle, device="cpu")
+    theirs = transformers.pipeline("text-generation", model=str(checkpoint))
+    for prompt in ("ok", "The quick brown fox jumps over", "Café au lait in Zürich 🙂"):
+        expected = theirs(prompt, do_sample=False, max_new_tokens=NEW, return_full_text=False)[0]["generated_text"]
+        assert "".join(ours.stream(prompt, do_sample=False, max_new_tokens=NEW)) == expected, prompt
+
+
 def test_stream_of_a_chat_joins_to_the_assistant_message(scripted):
     _, _, ours, theirs = scripted
     chat = [{"role": "user", "content": "Where is 東京?"}]
