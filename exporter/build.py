@@ -42,6 +42,7 @@ from edgeformers.exporter.validate import (
 )
 from edgeformers.exporter.variants import Progress, make_checked_variant, parse_dtypes
 from edgeformers.exporter.vision_inputs import VISION_TASKS
+from edgeformers.exporter.whisper_export import build_whisper, is_whisper
 from edgeformers.models.dtypes import onnx_file_name
 from edgeformers.models.errors import (
     EdgeformersError,
@@ -158,6 +159,9 @@ def _build(
     optimize: str | None = None,
     min_agreement: float | None = None,
 ) -> Manifest:
+    if is_whisper(family.name):  # encoder-decoder speech recognition: exporter/whisper_export.py
+        return build_whisper(checkpoint, work, spec, family, dtypes, opset, atol, step, external_data, allow_degraded,
+                             options, optimize, min_agreement)
     step(f"[1/4] exporting {spec.export_task} graph with optimum")
     raw = work / "_optimum"
     _optimum_export(checkpoint.path, raw, spec.export_task, opset)
@@ -260,7 +264,7 @@ def _optimum_export(checkpoint: Path, output: Path, export_task: str, opset: int
         raise
     except Exception as err:
         raise ExportError(f"optimum could not export {checkpoint} for {export_task!r}: {type(err).__name__}: {err}") from err
-    if not (output / "model.onnx").is_file() and not (is_seq2seq(export_task) and (output / "encoder_model.onnx").is_file()):
+    if not (output / "model.onnx").is_file() and not (output / "encoder_model.onnx").is_file():  # one graph, or two
         raise ExportError(f"optimum wrote no model.onnx for {checkpoint} ({sorted(p.name for p in output.iterdir())})")
 
 

@@ -17,24 +17,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edgeformers.exporter.agreement import AGREEMENT_TEXTS, BATCH_SIZE, GREEDY_NEW_TOKENS, AgreementCheck
-from edgeformers.exporter.validate import VALIDATION_TEXTS
-from edgeformers.models.agreement import agreement_rule
+from edgeformers.exporter.seq2seq_validate import Seq2SeqAgreement, validate_seq2seq
+from edgeformers.exporter.seq2seq_validate import onnx_generator as _generator  # noqa: F401 (whisper_export uses it)
 from edgeformers.models.dtypes import EXTERNAL_DATA_SUFFIX, onnx_file_name
-from edgeformers.models.errors import ExportError, ValidationError
+from edgeformers.models.errors import ExportError
 
 COMPONENTS = ("encoder_model", "decoder_model_merged")
 #: optimum also writes the unmerged decoders; the merged one replaces both.
 _UNMERGED = ("decoder_model", "decoder_with_past_model")
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
-PROMPTS: tuple[str, ...] = VALIDATION_TEXTS[:4]
 
 
 def is_seq2seq(export_task: str) -> bool:
-    return export_task in ("text2text-generation-with-past", "automatic-speech-recognition-with-past",
-                           "image-to-text-with-past")
+    """Text encoder-decoders, built by :func:`build_seq2seq` (Whisper has its own
+    validation data: exporter/whisper_export.py reuses the layout and variant code here)."""
+    return export_task == "text2text-generation-with-past"
 
 
 def place_graphs(raw: Path, onnx_dir: Path) -> dict[str, Path]:
@@ -144,114 +141,6 @@ def _languages(folder: Path) -> dict[str, Any]:
             "source_template": {"prefix": mark(full[:start]), "suffix": mark(full[start + len(plain):])}}
 
 
-def _generator(graphs: dict[str, Path], section: dict[str, Any]) -> Any:
-    from edgeformers.runtime.devices import resolve_device
-    from edgeformers.runtime.generation.seq2seq import Seq2SeqGenerator
-    from edgeformers.runtime.session import OnnxModel
-
-    plan = resolve_device("cpu")
-    return Seq2SeqGenerator(OnnxModel(graphs["encoder_model"], plan), OnnxModel(graphs["decoder_model_merged"], plan),
-                            section, str(graphs["decoder_model_merged"].parent))
-
-
-def _greedy(generator: Any, ids: np.ndarray, mask: np.ndarray, new: int, eos: list[int]) -> np.ndarray:
-    """``new`` greedy tokens per row, EOS held back throughout (as min_new_tokens does)."""
-    from edgeformers.runtime.generation.settings import GenerationSettings
-
-    settings = GenerationSettings(max_new_tokens=new, min_new_tokens=new, eos_token_id=list(eos))
-    return generator.generate({"input_ids": ids, "attention_mask": mask}, settings)[:, 1:]
-
-
-def validate_seq2seq(checkpoint: Path, folder: Path, graphs: dict[str, Path], section: dict[str, Any],
-                     atol: float) -> dict[str, Any]:
-    """fp32 encoder states, decoder logits without and with past against PyTorch, and
-    greedy tokens against ``generate``, on the prompts alone and as one padded batch."""
-    import torch
-    import transformers
-
-    from edgeformers.exporter.validate import reference_tokenizer
-
-    tokenizer = reference_tokenizer(folder)
-    try:
-        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(checkpoint), trust_remote_code=False).eval()
-    except Exception as err:
-        raise ExportError(f"{checkpoint}: transformers could not load it as AutoModelForSeq2SeqLM: {err}") from err
-    generator = _generator(graphs, section)
-    start = section["decoder_start_token_id"]
-    feeds = [tokenizer(text, return_tensors="np") for text in PROMPTS]
-    feeds.append(tokenizer(list(PROMPTS), padding=True, return_tensors="np"))
-    diffs = {"encoder_last_hidden_state": 0.0, "logits_without_past": 0.0, "logits_with_past": 0.0}
-    greedy = {"rows": 0, "identical": 0}
-    plain = transformers.GenerationConfig(decoder_start_token_id=start, max_new_tokens=GREEDY_NEW_TOKENS,
-                                          min_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, num_beams=1,
-                                          pad_token_id=section["pad_token_id"], eos_token_id=None)
-    with torch.inference_mode():
-        for feed in feeds:
-            ids, mask = feed["input_ids"].astype(np.int64), feed["attention_mask"].astype(np.int64)
-            stepper = generator.stepper({"input_ids": ids, "attention_mask": mask})
-            encoded = model.get_encoder()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
-            _note(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.float().numpy())
-            first = np.full((ids.shape[0], 1), start, dtype=np.int64)
-            want = model(encoder_outputs=encoded, attention_mask=torch.from_numpy(mask),
-                         decoder_input_ids=torch.from_numpy(first), use_cache=True)
-            got = stepper.step(first)
-            _note(diffs, "logits_without_past", got, want.logits[:, -1].float().numpy())
-            nxt = got.argmax(-1)[:, None].astype(np.int64)
-            want = model(encoder_outputs=encoded, attention_mask=torch.from_numpy(mask),
-                         decoder_input_ids=torch.from_numpy(nxt), past_key_values=want.past_key_values, use_cache=True)
-            _note(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].float().numpy())
-            expected = model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                                      generation_config=plain, use_model_defaults=False).numpy()[:, 1:]
-            tokens = _greedy(generator, ids, mask, GREEDY_NEW_TOKENS, section["eos_token_id"])
-            greedy["rows"] += len(tokens)
-            greedy["identical"] += int(sum(np.array_equal(a, b) for a, b in zip(tokens, expected)))
-    failures = {k: v for k, v in diffs.items() if not v <= atol}
-    if failures:
-        listing = ", ".join(f"{k}: {v:.3g}" for k, v in failures.items())
-        raise ValidationError(f"the ONNX encoder-decoder differs from PyTorch beyond atol={atol:g} ({listing})")
-    if greedy["identical"] != greedy["rows"]:
-        raise ValidationError(f"greedy decoding differs from PyTorch's generate on {greedy['rows'] - greedy['identical']} "
-                              f"of {greedy['rows']} validation rows ({GREEDY_NEW_TOKENS} new tokens each)")
-    return {"reference": "pytorch", "inputs": len(feeds), "texts": list(PROMPTS), "atol": atol,
-            "max_abs_diff": diffs, "greedy_rows_identical": greedy["identical"], "passed": True}
-
-
-class Seq2SeqAgreement:
-    """The greedy-token agreement of a variant's encoder + decoder with fp32's, on the
-    exporter's validation texts (batches of 8, truncated to the model's maximum)."""
-
-    def __init__(self, folder: Path, task: str, section: dict[str, Any], fp32: dict[str, Path],
-                 max_length: int | None, min_agreement: float | None = None) -> None:
-        from edgeformers.exporter.agreement import check_min_agreement
-        from edgeformers.exporter.validate import reference_tokenizer
-
-        rule = agreement_rule(task)
-        self.section = section
-        tokenizer = reference_tokenizer(folder)
-        texts = [text for text in AGREEMENT_TEXTS if text.strip()]
-        positions = section.get("max_positions")
-        max_length = min(max_length or positions or 0, positions or max_length or 0) or None
-        limit = {"max_length": max_length} if max_length else {}
-        self.feeds = [tokenizer(texts[i:i + BATCH_SIZE], padding=True, truncation=True, return_tensors="np", **limit)
-                      for i in range(0, len(texts), BATCH_SIZE)]
-        self.check = AgreementCheck(task=task, rule=rule, feeds=[], positions=[], examples=len(texts),
-                                    threshold=rule.threshold if min_agreement is None else
-                                    check_min_agreement(min_agreement),
-                                    threshold_source="catalog" if min_agreement is None else "user")
-        self.reference = self._run(fp32)
-
-    def _run(self, graphs: dict[str, Path]) -> list[dict[str, np.ndarray]]:
-        generator = _generator(graphs, self.section)
-        return [{"tokens": _greedy(generator, feed["input_ids"].astype(np.int64),
-                                   feed["attention_mask"].astype(np.int64), GREEDY_NEW_TOKENS,
-                                   self.section["eos_token_id"])} for feed in self.feeds]
-
-    def measure(self, graphs: dict[str, Path]) -> dict[str, Any]:
-        from edgeformers.exporter.agreement import task_agreement
-
-        return task_agreement(self.reference, self._run(graphs), self.check)
-
-
 def make_variants(work: Path, fp32: dict[str, Path], dtypes: list[str], family: Any, check: Seq2SeqAgreement,
                   allow_degraded: bool, options: Any, step: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each dtype's variant of both graphs, held to the task's agreement with fp32."""
@@ -274,33 +163,6 @@ def make_variants(work: Path, fp32: dict[str, Path], dtypes: list[str], family: 
         quantization = first if all(s == first for s in settings.values()) else {"components": settings}
         variants[dtype] = Variant(dtype, {c: g.relative_to(work).as_posix() for c, g in graphs.items()}, quantization)
     return variants, reports
-
-
-def revalidate(bundle: Any, checkpoint: Path, atol: float, min_agreement: float | None) -> dict[str, Any]:
-    """``edgeformers validate`` on an encoder-decoder bundle: fp32 against PyTorch again,
-    every other variant's greedy-token agreement against fp32 (held to ``min_agreement``,
-    else the threshold it was accepted under); raises ValidationError listing failures."""
-    from edgeformers.exporter.agreement import describe_failure
-
-    manifest = bundle.manifest
-    graphs = {dtype: {c: bundle.onnx_path(dtype, c) for c in COMPONENTS} for dtype in manifest.variants}
-    reports = {"fp32": validate_seq2seq(checkpoint, bundle.path, graphs["fp32"], manifest.generation, atol)}
-    others = [dtype for dtype in manifest.variants if dtype != "fp32"]
-    if others:
-        check = Seq2SeqAgreement(bundle.path, manifest.task, manifest.generation, graphs["fp32"],
-                                 manifest.processing.get("max_length"), min_agreement)
-        for dtype in others:
-            report = check.measure(graphs[dtype])
-            recorded = manifest.validation.get(dtype) or {}
-            if min_agreement is None and recorded.get("threshold_source") == "user":
-                threshold = float(recorded["threshold"])
-                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
-            reports[dtype] = report
-    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
-                if dtype != "fp32" and not report["passed"]]
-    if failures:
-        raise ValidationError("; ".join(failures))
-    return reports
 
 
 def fp32_variant(work: Path, fp32: dict[str, Path]) -> Any:
@@ -356,12 +218,6 @@ def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any
     manifest.files = describe_files(work)
     manifest.write(work)
     return manifest
-
-
-def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
-    if got.shape != want.shape:
-        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
-    diffs[name] = max(diffs[name], float(np.abs(got - want).max(initial=0.0)))
 
 
 def _first(config: dict[str, Any], *names: str) -> int | None:

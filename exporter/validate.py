@@ -140,7 +140,7 @@ def validate_bundle(
         raise ExportError(f"{bundle.path}: the manifest records no source; pass the checkpoint with --source")
     checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"), allow_pickle=allow_pickle)
     if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant: exporter/seq2seq.py
-        from edgeformers.exporter.seq2seq import revalidate
+        from edgeformers.exporter.seq2seq_validate import revalidate
 
         return revalidate(bundle, checkpoint.path, family.atol if atol is None else atol, min_agreement)
     fp32 = bundle.onnx_path("fp32")
