@@ -134,6 +134,14 @@ _AUDIO = dict(quantize_per_channel=False, quantize_reduce_range=False, dtypes=("
               optimizer_model_type=None)
 _register(Family("wav2vec2", ("wav2vec2",), AUDIO_ENCODER_TASKS, atol=1e-4, **_AUDIO))
 _register(Family("hubert", ("hubert",), AUDIO_ENCODER_TASKS, atol=1e-4, **_AUDIO))
+# AST: a ViT over Kaldi-style log-mel filter banks (runtime/audio/features.py ast_fbank); its patch
+# embedding is a Conv2d, which q8 leaves fp32.
+_register(Family("ast", ("audio-spectrogram-transformer",), frozenset({"audio-classification"}), atol=1e-4, **_AUDIO))
+# Whisper: an encoder-decoder speech recognizer (exporter/whisper_export.py; runtime/pipelines/whisper.py).
+# Its encoder differs from PyTorch by ~1e-3 (attention over 1500 frames, activations up to |10|). q8 quantizes
+# the merged decoder inside its If-node subgraphs; per-channel and reduce-range are known to hurt Whisper.
+_register(Family("whisper", ("whisper",), frozenset({"automatic-speech-recognition"}), atol=2e-3,
+                 quantize_per_channel=False, quantize_reduce_range=False, dtypes=("q8",), optimizer_model_type=None))
 
 
 def family_for(model_type: str) -> Family:

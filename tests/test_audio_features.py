@@ -104,3 +104,27 @@ def test_normalize_waveform_matches_wav2vec2(lengths: list[int]) -> None:
     for row, audio in enumerate(audios):
         padded = np.pad(audio, (0, width - len(audio)))
         np.testing.assert_allclose(normalize_waveform(padded, len(audio)), expected[row], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,seconds", [("tone", 1.0), ("noise", 2.37), ("chirp", 7.3), ("quiet", 0.5),
+                                          ("clipped", 12.0), ("mix", 0.03)])
+@pytest.mark.parametrize("n_mels,max_length", [(128, 1024), (64, 300)])
+def test_ast_fbank_matches_transformers(kind: str, seconds: float, n_mels: int, max_length: int) -> None:
+    """ASTFeatureExtractor as transformers computes it without torchaudio (installed here:
+    none; with torchaudio it calls torchaudio's Kaldi fbank instead)."""
+    from transformers.utils import is_speech_available
+
+    from edgeformers.runtime.audio.features import ast_fbank
+
+    if is_speech_available():
+        pytest.skip("torchaudio is installed: transformers takes its Kaldi fbank path")
+    extractor = transformers.ASTFeatureExtractor(num_mel_bins=n_mels, max_length=max_length)
+    audio = signal(kind, max(seconds, 0.03), seed=n_mels)
+    if len(audio) < 400:
+        with pytest.raises(InputError, match="at least 400"):
+            ast_fbank(audio, extractor.to_dict())
+        return
+    expected = extractor(audio, sampling_rate=RATE, return_tensors="np")["input_values"][0]
+    ours = ast_fbank(audio, extractor.to_dict())
+    assert ours.dtype == np.float32 and ours.shape == expected.shape == (max_length, n_mels)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=LOG_MEL_ATOL)

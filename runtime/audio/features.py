@@ -148,3 +148,80 @@ def normalize_waveform(audio: np.ndarray, length: int | None = None, padding_val
     if length is not None and length < audio.shape[0]:
         normed[length:] = padding_value
     return normed.astype(np.float32)
+
+
+# --- AST (Audio Spectrogram Transformer): Kaldi-style log-mel filter banks ----------------
+
+#: ASTFeatureExtractor's constructor defaults (AudioSet mean/std).
+AST_DEFAULTS: dict[str, Any] = {"num_mel_bins": 128, "max_length": 1024, "sampling_rate": 16000,
+                                "mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
+_KALDI = {"frame_length": 400, "hop_length": 160, "fft_length": 512, "preemphasis": 0.97,
+          "mel_floor": 1.192092955078125e-07, "min_frequency": 20.0}
+
+
+def _kaldi_mel(freq: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + freq / 700.0)
+
+
+@functools.lru_cache(maxsize=4)
+def kaldi_mel_filters(n_mels: int, sampling_rate: int, fft_length: int = 512) -> np.ndarray:
+    """``(fft_length // 2 + 1, n_mels)`` triangles on Kaldi's mel scale from 20 Hz to Nyquist,
+    triangular in mel space and unnormalised (Kaldi's ``fbank``)."""
+    bins = fft_length // 2 + 1
+    edges = np.linspace(_kaldi_mel(np.array(_KALDI["min_frequency"])), _kaldi_mel(np.array(sampling_rate // 2)),
+                        n_mels + 2)
+    fft_mels = _kaldi_mel(sampling_rate / ((bins - 1) * 2) * np.arange(bins))
+    slopes = edges[None, :] - fft_mels[:, None]
+    widths = np.diff(edges)
+    filters = np.maximum(0.0, np.minimum(-slopes[:, :-2] / widths[:-1], slopes[:, 2:] / widths[1:]))
+    filters.setflags(write=False)
+    return filters
+
+
+def ast_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked settings of an ASTFeatureExtractor ``preprocessor_config.json`` dict."""
+    settings = {key: _positive_int(config, key, AST_DEFAULTS) for key in ("num_mel_bins", "max_length",
+                                                                          "sampling_rate")}
+    for key in ("mean", "std"):
+        value = config.get(key, AST_DEFAULTS[key])
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or (
+                key == "std" and value == 0):
+            raise BundleError(f"preprocessor_config.json: {key} should be a finite number, got {value!r:.60}")
+        settings[key] = float(value)
+    settings["do_normalize"] = bool(config.get("do_normalize", True))
+    return settings
+
+
+def ast_fbank(audio: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+    """AST's ``input_values`` for one mono waveform at the model's rate: ``(max_length,
+    num_mel_bins)`` float32 log-mel filter banks as ASTFeatureExtractor computes them without
+    torchaudio (per 25 ms frame, hop 10 ms: DC offset removed, pre-emphasis 0.97, Hann window,
+    512-point power spectrum, Kaldi mel filters, natural log floored at float32's epsilon),
+    zero-padded or cut to ``max_length`` frames, then ``(x - mean) / (2 * std)``."""
+    settings = ast_settings(config)
+    audio = np.asarray(audio, dtype=np.float32).astype(np.float64)
+    length, hop = _KALDI["frame_length"], _KALDI["hop_length"]
+    if audio.ndim != 1:
+        raise InputError(f"audio should be a 1-D mono waveform, got shape {audio.shape}")
+    if audio.shape[0] < length:
+        raise InputError(f"audio has {audio.shape[0]} samples; the filter banks need at least {length}")
+    frames = np.lib.stride_tricks.sliding_window_view(audio, length)[::hop].copy()
+    frames -= frames.mean(axis=1, keepdims=True)
+    frames[:, 1:] -= _KALDI["preemphasis"] * frames[:, :-1].copy()
+    frames[:, 0] *= 1 - _KALDI["preemphasis"]
+    frames *= np.hanning(length)  # symmetric, as transformers' window_function(periodic=False)
+    spectrum = np.fft.rfft(frames, n=_KALDI["fft_length"], axis=-1).astype(np.complex64)
+    power = np.abs(spectrum, dtype=np.float64) ** 2
+    filters = kaldi_mel_filters(settings["num_mel_bins"], settings["sampling_rate"], _KALDI["fft_length"])
+    fbank = np.log(np.maximum(_KALDI["mel_floor"], power @ filters)).astype(np.float32)
+    fbank = pad_or_trim_frames(fbank, settings["max_length"])
+    if settings["do_normalize"]:
+        fbank = (fbank - settings["mean"]) / (settings["std"] * 2)
+    return fbank.astype(np.float32)
+
+
+def pad_or_trim_frames(features: np.ndarray, frames: int) -> np.ndarray:
+    """``(frames, bins)``: zero rows appended, or the first ``frames`` kept."""
+    if features.shape[0] >= frames:
+        return features[:frames]
+    return np.concatenate([features, np.zeros((frames - features.shape[0], features.shape[1]), features.dtype)])

@@ -1,6 +1,8 @@
-"""What the wav2vec2-style pipelines (CTC speech recognition, audio classification) share:
-the feature extractor's settings from ``preprocessor_config.json``, the conv front end's
-geometry from ``config.json``, and one run of the graph on one waveform.
+"""What the encoder-only audio pipelines (CTC speech recognition, audio classification)
+share: the feature extractor's settings from ``preprocessor_config.json``, the front end's
+geometry from ``config.json``, and one run of the graph on one waveform. wav2vec2 / HuBERT
+take the normalised waveform; AST (Audio Spectrogram Transformer) takes Kaldi-style log-mel
+filter banks (``features.ast_fbank``).
 
 The graphs optimum exports for these models take ``input_values`` and no attention mask,
 so each waveform runs alone (as transformers' pipelines run with ``batch_size=1``); padded
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.audio.features import normalize_waveform
+from edgeformers.runtime.audio.features import ast_fbank, ast_settings, normalize_waveform
 from edgeformers.runtime.audio.resample import check_rate
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.session import OnnxModel
@@ -45,6 +47,12 @@ class WaveformModel:
         self.sampling_rate = check_rate(settings.get("sampling_rate", 16000), f"{where}: sampling_rate")
         self.do_normalize = bool(settings.get("do_normalize", True))
         config = bundle.read_json("config.json", required=True)
+        #: AST's filter-bank settings (None: a waveform model)
+        self.fbank: dict[str, Any] | None = None
+        if settings.get("feature_extractor_type") == "ASTFeatureExtractor" or (
+                config.get("model_type") == "audio-spectrogram-transformer"):
+            ast_settings(settings)  # refuse bad values at load time
+            self.fbank = dict(settings)
         kernels = _int_list(config, "conv_kernel", _DEFAULT_KERNELS, f"{bundle.path}/config.json")
         strides = _int_list(config, "conv_stride", _DEFAULT_STRIDES, f"{bundle.path}/config.json")
         if len(kernels) != len(strides):
@@ -55,6 +63,8 @@ class WaveformModel:
         self.min_samples = 1
         for kernel, stride in reversed(list(zip(kernels, strides))):
             self.min_samples = (self.min_samples - 1) * stride + kernel
+        if self.fbank is not None:  # one 25 ms frame, hop 10 ms
+            self.min_samples, self.ratio = 400, 160
         self.input_name = "input_values"
         if self.input_name not in model.input_names:
             raise BundleError(f"{bundle.path}: the graph takes {model.input_names}, not input_values (a "
@@ -69,7 +79,10 @@ class WaveformModel:
             )
 
     def features(self, audio: np.ndarray) -> np.ndarray:
-        """``(1, samples)`` float32 ``input_values`` as Wav2Vec2FeatureExtractor makes them."""
+        """``input_values`` as the checkpoint's feature extractor makes them: ``(1, samples)``
+        (Wav2Vec2FeatureExtractor) or ``(1, max_length, num_mel_bins)`` (ASTFeatureExtractor)."""
+        if self.fbank is not None:
+            return ast_fbank(audio, self.fbank)[None]
         values = normalize_waveform(audio) if self.do_normalize else audio.astype(np.float32)
         return values[None, :]
 
