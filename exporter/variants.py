@@ -98,6 +98,9 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         bundle = Bundle.open(target, verify=True)
         manifest = bundle.manifest
         family = check_supports(manifest.model_type, manifest.task)
+        if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant (exporter/seq2seq.py)
+            raise ExportError(f"BUNDLE {bundle_path} is an encoder-decoder bundle; quantize cannot add variants to it "
+                              f"yet: export it again with --dtype fp32,{','.join(wanted)}")
         check_dtypes(family, wanted)
         fp32 = bundle.onnx_path("fp32")
         check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),

@@ -239,3 +239,36 @@ def test_stepper_reorders_encoder_states_with_the_cache(seq2seq_bundles):
             tokens = [t[order] for t in tokens]
         tokens.append(stepper.step(tokens[-1][:, -1:]).argmax(-1)[:, None])
     np.testing.assert_array_equal(np.concatenate(tokens, axis=1), plain[[2, 0, 0, 1]])
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(seq2seq_bundles):
+    _, bundle = seq2seq_bundles("t5")
+    ours = pipeline("text2text-generation", bundle, device="cpu")
+    greedy = ours(TEXTS, num_beams=1, max_new_tokens=NEW)
+    assert ours(TEXTS, num_beams=1, do_sample=True, top_k=1, seed=3, max_new_tokens=NEW) == greedy
+    sampled = ours(TEXTS[0], num_beams=1, do_sample=True, temperature=1.5, seed=7, num_return_sequences=3,
+                   max_new_tokens=NEW)
+    assert len(sampled) == 3
+    assert ours(TEXTS[0], num_beams=1, do_sample=True, temperature=1.5, seed=7, num_return_sequences=3,
+                max_new_tokens=NEW) == sampled
+    others = [ours(TEXTS[0], num_beams=1, do_sample=True, temperature=1.5, seed=s, max_new_tokens=NEW)[0]
+              for s in range(4)]
+    assert len({o["generated_text"] for o in others}) > 1, "different seeds should sample different text"
+
+
+def test_validate_rechecks_and_quantize_refuses_encoder_decoder_bundles(seq2seq_bundles):
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    _, bundle = seq2seq_bundles("t5")
+    floor = floor_args("translation")
+    result = CliRunner().invoke(cli, ["validate", str(bundle), *floor])
+    assert result.exit_code == 0, result.output
+    assert "logits_with_past" in result.output and "greedy_token_agreement" in result.output
+    result = CliRunner().invoke(cli, ["validate", str(bundle), "--atol", "1e-12", *floor])
+    assert result.exit_code == 1 and "ValidationError" in result.output and "encoder_last_hidden_state" in result.output
+    before = sorted(p.name for p in (bundle / "onnx").iterdir())
+    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8"])
+    assert result.exit_code == 1 and "encoder-decoder bundle; quantize cannot add variants" in result.output
+    assert sorted(p.name for p in (bundle / "onnx").iterdir()) == before

@@ -108,6 +108,9 @@ class Seq2SeqStepper:
         self.past = {name: empty for name in layout.past}
         self._outputs = {name: present for name, present in zip(layout.past, layout.present)}
         self._self_outputs = [self._outputs[name] for name in layout.past if name not in layout.cross_past]
+        #: Which input row each row's encoder states come from: rows of one source hold equal
+        #: encoder states, masks and cross-attention caches, so beam reorders leave them alone.
+        self.source = np.arange(rows)
         self.started = False
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
@@ -131,10 +134,15 @@ class Seq2SeqStepper:
         return results[layout.logits][:, -1, :].astype(np.float32, copy=False)
 
     def reorder(self, rows: np.ndarray) -> None:
-        self.hidden = self.hidden[rows]
-        if self.mask is not None:
-            self.mask = self.mask[rows]
-        self.past = {name: value[rows] for name, value in self.past.items()}
+        source = self.source[rows]
+        same_sources = np.array_equal(source, self.source)  # beams swapped within their input: no copy
+        if not same_sources:
+            self.hidden = self.hidden[rows]
+            if self.mask is not None:
+                self.mask = self.mask[rows]
+        self.source = source
+        self.past = {name: value if same_sources and name in self.layout.cross_past else value[rows]
+                     for name, value in self.past.items()}
 
 
 class Seq2SeqGenerator:
