@@ -96,17 +96,25 @@ def _hann(n_fft: int) -> np.ndarray:
     return window
 
 
-def power_spectrogram(audio: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """``(n_fft // 2 + 1, frames)`` power of a centred STFT (reflect-padded by n_fft // 2,
-    periodic Hann window), frames = ``len(audio) // hop_length + 1`` as torch.stft gives."""
+#: STFT frames transformed at once (30 s of Whisper audio): an hour of long-form audio then
+#: needs tens of MB at a time, not the gigabytes of all its frames in float64.
+_FRAMES_PER_BLOCK = 3000
+
+
+def mel_power(audio: np.ndarray, n_fft: int, hop_length: int, filters: np.ndarray) -> np.ndarray:
+    """``(n_mels, frames)`` mel power of a centred STFT (reflect-padded by n_fft // 2, periodic
+    Hann window), frames = ``len(audio) // hop_length + 1`` as torch.stft gives."""
     half = n_fft // 2
     if audio.shape[0] <= half:
         # reflect padding needs more samples than half a window; torch refuses such input
         raise InputError(f"audio has {audio.shape[0]} samples; the spectrogram needs more than {half}")
-    padded = np.pad(audio.astype(np.float64), half, mode="reflect")
+    padded = np.pad(audio, half, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    spectrum = np.fft.rfft(frames * _hann(n_fft), axis=-1)
-    return (spectrum.real ** 2 + spectrum.imag ** 2).T
+    blocks = []
+    for start in range(0, frames.shape[0], _FRAMES_PER_BLOCK):
+        spectrum = np.fft.rfft(frames[start:start + _FRAMES_PER_BLOCK].astype(np.float64) * _hann(n_fft), axis=-1)
+        blocks.append((spectrum.real ** 2 + spectrum.imag ** 2) @ filters)
+    return np.concatenate(blocks).T
 
 
 def pad_or_trim(audio: np.ndarray, length: int, padding_value: float = 0.0) -> np.ndarray:
@@ -131,9 +139,9 @@ def whisper_log_mel(audio: np.ndarray, config: Mapping[str, Any], pad_or_truncat
         raise InputError(f"audio should be a 1-D mono waveform, got shape {audio.shape}")
     if pad_or_truncate:
         audio = pad_or_trim(audio, settings["n_samples"], settings["padding_value"])
-    power = power_spectrogram(audio, settings["n_fft"], settings["hop_length"])[:, :-1]
     filters = mel_filters(settings["n_fft"], settings["feature_size"], settings["sampling_rate"])
-    log_spec = np.log10(np.maximum(filters.T @ power, 1e-10))
+    mel = mel_power(audio, settings["n_fft"], settings["hop_length"], filters)[:, :-1]
+    log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
 

@@ -74,7 +74,10 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int, where: str = "aud
         )
     kernel, width = _kernel(orig, new)
     length = audio.shape[0]
-    padded = np.pad(audio.astype(np.float64), (width, width + orig))
+    padded = np.pad(audio.astype(np.float32, copy=False), (width, width + orig))
     frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
-    out = (frames @ kernel.T).reshape(-1)
+    # in blocks of ~1M taps: an hour of 44.1 kHz audio never holds all its frames at once
+    step = max(1, (1 << 20) // kernel.shape[1])
+    out = np.concatenate([(frames[i:i + step].astype(np.float64) @ kernel.T).reshape(-1)
+                          for i in range(0, frames.shape[0], step)])
     return out[: math.ceil(new * length / orig)].astype(np.float32)
