@@ -173,3 +173,28 @@ def test_stop_strings_end_a_row_at_the_token_that_completes_them():
 def test_decoding_refuses_what_it_cannot_do(settings, match):
     with pytest.raises(InputError, match=match):
         Decoding(ToyStepper(TOY), np.zeros((1, 3), dtype=np.int64), GenerationSettings(**settings))
+
+
+def test_settings_merge_as_transformers_pipelines_do():
+    """Call > checkpoint generation_config > pipeline defaults; a stored max_length of 20
+    is the global default; a checkpoint's own max_length replaces the pipeline's
+    max_new_tokens default; a call's max_length is honoured."""
+    from edgeformers.runtime.generation.arguments import merge, settings_from
+
+    pipeline_defaults = {"max_new_tokens": 256, "do_sample": True}
+    assert merge({}, {"max_length": 20, "top_k": 5}, pipeline_defaults) == {"max_new_tokens": 256, "do_sample": True,
+                                                                            "top_k": 5}
+    assert merge({}, {"max_length": 142, "num_beams": 4}, pipeline_defaults) == {"max_length": 142, "num_beams": 4,
+                                                                                 "do_sample": True}
+    assert merge({"max_length": 30, "do_sample": False}, {}, pipeline_defaults) == {"max_length": 30,
+                                                                                    "do_sample": False}
+    assert merge({"top_k": None, "temperature": 0.5}, {"temperature": 0.9, "top_k": 7}, {}) == {"temperature": 0.5,
+                                                                                               "top_k": 7}
+    settings = settings_from({"max_length": 30, "eos_token_id": 3, "early_stopping": "never"}, seed=1)
+    assert settings.total_length(10) == 30 and settings.eos_token_id == [3] and settings.max_new_tokens is None
+    assert GenerationSettings(max_new_tokens=None).total_length(10, max_positions=25) == 25  # 20 new, capped
+    assert settings_from({"min_new_tokens": 2, "min_length": 50}).eos_floor(10) == 12  # min_new_tokens wins
+    with pytest.raises(InputError, match=r"seed must be a non-negative integer"):
+        settings_from({}, seed=-1)
+    with pytest.raises(InputError, match=r"forced_bos_token_id must hold token ids .* below the vocabulary size 10"):
+        settings_from({"forced_bos_token_id": 10}, vocab_size=10)

@@ -137,6 +137,4 @@ def merge(call: dict[str, Any], checkpoint: dict[str, Any], pipeline: dict[str, 
     given = {k: v for k, v in call.items() if v is not None}
     if "max_length" in given and "max_new_tokens" not in given:
         values.pop("max_new_tokens", None)
-    if "min_length" in given and "min_new_tokens" not in given:
-        values.pop("min_new_tokens", None)
     return {**values, **given}

@@ -55,13 +55,16 @@ class DecoderOnlyGenerator:
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, settings: GenerationSettings,
                  stop: StopRule | None = None) -> np.ndarray:
-        """The rows ``input_ids`` followed by their new tokens; a row that finished is
-        filled with the pad id until all rows end. With ``num_beams`` > 1, beam search
-        returns ``num_return_sequences`` rows per input row."""
+        """The rows ``input_ids`` followed by their new tokens, ``num_return_sequences``
+        rows per input row (as transformers: sampled rows repeat the input, beam search
+        returns its best hypotheses); a row that finished is filled with the pad id."""
         _check_new_tokens(settings)
         stop = stop or self._stop_strings(settings, input_ids.shape[1])
         if settings.num_beams > 1:
             return beam_search(self.stepper(attention_mask), input_ids, settings, self.max_positions, stop)[0]
+        if settings.num_return_sequences > 1:
+            input_ids = np.repeat(input_ids, settings.num_return_sequences, axis=0)
+            attention_mask = np.repeat(attention_mask, settings.num_return_sequences, axis=0)
         return self.start(input_ids, attention_mask, settings, stop).run()
 
     def _stop_strings(self, settings: GenerationSettings, fed: int) -> StopRule | None:

@@ -78,7 +78,8 @@ class Decoding:
         if self.eos.size:
             self.unfinished &= ~np.isin(next_ids, self.eos)
         if self.stop is not None and self.unfinished.any():
-            self.unfinished &= ~self.stop(self.sequences)
+            running = np.flatnonzero(self.unfinished)  # finished rows are not decoded again
+            self.unfinished[running[self.stop(self.sequences[running])]] = False
         return next_ids
 
     def _sample(self, scores: np.ndarray) -> np.ndarray:

@@ -193,10 +193,9 @@ class TextGenerationPipeline(Pipeline):
 
     def _generate(self, prompts: list[list[int]], settings: GenerationSettings) -> list[list[int]]:
         """Each prompt's new tokens, the rows left-padded into one batch. ``prompts`` hold
-        each prompt ``num_return_sequences`` times; beam search runs each once and returns
-        its best ``num_return_sequences`` hypotheses in their place."""
-        if settings.num_beams > 1:
-            prompts = prompts[::settings.num_return_sequences]
+        each prompt ``num_return_sequences`` times; the generator takes each once and
+        returns ``num_return_sequences`` rows for it (sampled, or the best beams)."""
+        prompts = prompts[::settings.num_return_sequences]
         width = max(len(p) for p in prompts)
         ids = np.full((len(prompts), width), self.tokenizer.pad_id, dtype=np.int64)
         mask = np.zeros((len(prompts), width), dtype=np.int64)
