@@ -16,6 +16,7 @@ from typing import Any
 from edgeformers.exporter import audio_inputs, vision_inputs
 from edgeformers.exporter.agreement import AgreementCheck, check_min_agreement
 from edgeformers.exporter.generation import generation_section, validate_decoder
+from edgeformers.exporter.image_to_text import build_image_to_text, is_image_to_text
 from edgeformers.exporter.onnx_files import restore, uses_external_data
 from edgeformers.exporter.optimize import check_optimize, optimize_graph
 from edgeformers.exporter.output_dir import (
@@ -159,6 +160,9 @@ def _build(
     optimize: str | None = None,
     min_agreement: float | None = None,
 ) -> Manifest:
+    if is_image_to_text(spec.export_task):  # image encoder + merged decoder: exporter/image_to_text.py
+        return build_image_to_text(checkpoint, work, spec, family, dtypes, opset, atol, step, external_data,
+                                   allow_degraded, options, optimize, min_agreement)
     if is_whisper(family.name):  # encoder-decoder speech recognition: exporter/whisper_export.py
         return build_whisper(checkpoint, work, spec, family, dtypes, opset, atol, step, external_data, allow_degraded,
                              options, optimize, min_agreement)

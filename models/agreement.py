@@ -118,6 +118,12 @@ AGREEMENT_RULES: MappingProxyType[str, AgreementRule] = MappingProxyType({
         "CTC models: one minus the character error rate of the variant's greedy transcripts (per-frame "
         "argmax, repeats collapsed, blanks dropped) against fp32's, over synthetic validation clips",
     ),
+    "image-to-text": AgreementRule(
+        GREEDY_TOKEN_AGREEMENT, 0.85,
+        "greedy captions of 16 synthetic images (8 new tokens each from the decoder start token, no EOS stop) by "
+        "fp32 and the variant (encoder and decoder both of that variant): positions that agree, counted up to "
+        "and including each row's first difference",
+    ),
     "object-detection": AgreementRule(
         QUERY_LABEL_AGREEMENT, 0.90,
         "share of (image, query) pairs of the synthetic validation images whose top class (argmax of the "

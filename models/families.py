@@ -125,6 +125,10 @@ _register(Family("deit", ("deit",), IMAGE_CLASSIFICATION, atol=1e-4, **_VISION))
 _register(Family("convnext", ("convnext",), IMAGE_CLASSIFICATION, atol=1e-4, **_VISION))
 # DETR with a transformers ResNet backbone (use_timm_backbone=False; timm checkpoints need timm).
 _register(Family("detr", ("detr",), frozenset({"object-detection"}), atol=1e-4, **_VISION))
+# VisionEncoderDecoder (ViT + GPT-2 style): an image encoder and a merged decoder caching its
+# self-attention only (exporter/image_to_text.py); q8 held to greedy-token agreement.
+_register(Family("vision-encoder-decoder", ("vision-encoder-decoder",), frozenset({"image-to-text"}), atol=1e-4,
+                 quantize_per_channel=False, dtypes=("q8",), optimizer_model_type=None))
 
 # Audio encoders on raw waveforms (input_values; preprocessing: runtime/audio): CTC speech recognition
 # and sequence-classification heads. Per-channel and reduce-range int8 are known to hurt wav2vec2, so

@@ -120,6 +120,14 @@ TASKS: dict[str, TaskSpec] = {
             description="boxes, labels and scores of the objects in an image (DETR-style set prediction)",
         ),
         TaskSpec(
+            "image-to-text",
+            export_task="image-to-text-with-past",
+            head="Vision2Seq",
+            head_classes=("VisionEncoderDecoderModel",),
+            default_checkpoint="nlpconnect/vit-gpt2-image-captioning",
+            description="caption an image (VisionEncoderDecoder: encoder_model + decoder_model_merged)",
+        ),
+        TaskSpec(
             "automatic-speech-recognition",
             export_task="automatic-speech-recognition",
             head="CTC",

@@ -17,6 +17,7 @@ PIPELINES: dict[str, str] = {
     "text-generation": "text_generation:TextGenerationPipeline",
     "image-classification": "image_classification:ImageClassificationPipeline",
     "object-detection": "object_detection:ObjectDetectionPipeline",
+    "image-to-text": "image_to_text:ImageToTextPipeline",
     "text2text-generation": "text2text:Text2TextGenerationPipeline",
     "summarization": "text2text:SummarizationPipeline",
     "translation": "text2text:TranslationPipeline",
