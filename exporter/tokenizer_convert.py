@@ -119,14 +119,17 @@ def check_tokenizer(slow: Any, folder: Path, strip: bool = False) -> dict[str, i
 
 def _check_decode(slow: Any, tokenizer: Any, ids: list[int], name: str, strip: bool,
                   use_source: bool = False) -> None:
-    """The runtime decodes with skip_special_tokens; clean-up of tokenization spaces is a
-    separate step it applies after, the same for both, so it is left out here. With
-    ``strip`` the runtime strips (Marian, M2M100) and the texts must be equal; otherwise
-    they must be equal but for surrounding whitespace, which some slow tokenizers (T5's)
-    strip and transformers' own fast tokenizer, the one its pipelines use, keeps."""
+    """Decoded as the runtime decodes: skip_special_tokens, then transformers' clean-up of
+    tokenization spaces where the tokenizer's config asks for it (BERT's), which the slow
+    tokenizer applies itself. With ``strip`` the runtime strips (Marian, M2M100) and the
+    texts must be equal; otherwise they must be equal but for surrounding whitespace,
+    which some slow tokenizers (T5's) strip and transformers' own fast tokenizer, the one
+    its pipelines use, keeps."""
     kwargs = {"use_source_tokenizer": True} if use_source and name == "MarianTokenizer" else {}
-    expected = slow.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False, **kwargs)
+    expected = slow.decode(ids, skip_special_tokens=True, **kwargs)
     got = tokenizer.decode(ids, skip_special_tokens=True)
+    if slow.clean_up_tokenization_spaces:
+        got = slow.clean_up_tokenization(got)
     if (got.strip() != expected) if strip else (got.strip() != expected.strip()):
         raise ExportError(f"the tokenizer.json written for this {name} decodes ids {_short(ids)} to {got!r:.200} "
                           f"but {name} decodes them to {expected!r:.200}; export stopped (no bundle written)")

@@ -136,6 +136,27 @@ def test_t5_spiece_model_converted_and_checked(t5_checkpoint, tmp_path):
         assert runtime_decode(ours, expected, "t5").strip() == slow.decode(expected, skip_special_tokens=True), text
 
 
+def test_wordpiece_vocab_txt_only_converted_and_checked(checkpoint_factory, tmp_path):
+    """Not only sentencepiece: a BERT checkpoint with vocab.txt alone goes through the same
+    conversion and check; decode matches BertTokenizer's, clean-up of spaces included."""
+    vocab = json.loads((checkpoint_factory("bert", "sequence-classification") / "tokenizer.json").read_text(
+        encoding="utf-8"))["model"]["vocab"]
+    checkpoint = tmp_path / "bert-vocab-txt"
+    checkpoint.mkdir()
+    (checkpoint / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in sorted(vocab.items(), key=lambda x: x[1])),
+                                          encoding="utf-8")
+    slow = transformers.BertTokenizer(str(checkpoint / "vocab.txt"))
+    slow.save_pretrained(str(checkpoint))
+    (checkpoint / "tokenizer.json").unlink(missing_ok=True)
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    ours = TextTokenizer(converted(checkpoint, tmp_path), max_length=None)
+    for text in TEXTS:
+        expected = slow(text)["input_ids"]
+        assert [e.ids for e in ours.encode([text], truncation=False)] == [expected], text
+        decoded = slow.clean_up_tokenization(ours.decode(expected))  # clean_up_tokenization_spaces=True for BERT
+        assert decoded == slow.decode(expected, skip_special_tokens=True), text
+
+
 def test_checkpoint_with_tokenizer_json_is_left_alone(checkpoint_factory, tmp_path):
     checkpoint = checkpoint_factory("bert", "sequence-classification")
     assert (checkpoint / "tokenizer.json").is_file()
