@@ -158,12 +158,20 @@ def test_cancel_stops_a_pull_decoding_and_keeps_what_was_generated():
 
 
 def test_stop_strings_end_a_row_at_the_token_that_completes_them():
-    """Rows stop once their new text contains a stop string; the prompt's text does not count."""
+    """Rows stop once a stop string ends in their new text; one that begins in the prompt
+    counts (as transformers' StopStringCriteria), one wholly inside the prompt does not.
+    The toy vocabulary: token i is the i-th letter, the prompt is the first 2 tokens."""
     letters = "abcdefghijklmnopqrstuvwxyz "
-    decode = "".join  # the toy vocabulary: token i is letters[i]
-    rule = StopStrings(lambda ids: decode(letters[i] for i in ids), ["cat", "z"], fed=2)
-    rows = np.array([[2, 0, 19, 2, 0, 19], [2, 0, 1, 2, 0, 1], [25, 25, 0, 1, 1, 25], [2, 0, 19, 1, 2, 0]])
-    assert rule(rows).tolist() == [True, False, True, False]
+    rule = StopStrings(lambda ids: "".join(letters[i] for i in ids), ["cat", "z"], fed=2)
+    rows = np.array([
+        [1, 1, 2, 0, 19, 1],  # "bbcatb": "cat" in the new text
+        [2, 0, 1, 1, 1, 1],   # "cabbbb": no stop string
+        [25, 25, 0, 1, 1, 1],  # "zzabbb": "z" only in the prompt
+        [1, 2, 0, 19, 1, 1],  # "bcatbb": "cat" begins in the prompt, ends in the new text
+        [2, 0, 19, 1, 1, 1],  # "catbbb": the first new token completes "ca" + "t"
+        [2, 0, 1, 25, 1, 1],  # "cabzbb": "z" in the new text
+    ])
+    assert rule(rows).tolist() == [True, False, False, True, True, True]
 
 
 @pytest.mark.parametrize(("settings", "match"), [
