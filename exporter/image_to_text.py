@@ -244,6 +244,33 @@ def build_image_to_text(checkpoint: Any, work: Path, spec: Any, family: Any, dty
     return manifest
 
 
+def revalidate(bundle: Any, checkpoint: Path, atol: float, min_agreement: float | None) -> dict[str, Any]:
+    """``edgeformers validate`` on an image-to-text bundle: fp32 against PyTorch again, every
+    other variant's greedy-token agreement against fp32 (held to ``min_agreement``, else the
+    threshold it was accepted under); raises ValidationError listing failures."""
+    from edgeformers.exporter.agreement import describe_failure
+    from edgeformers.exporter.seq2seq import COMPONENTS
+
+    manifest = bundle.manifest
+    graphs = {dtype: {c: bundle.onnx_path(dtype, c) for c in COMPONENTS} for dtype in manifest.variants}
+    reports = {"fp32": validate_image_to_text(checkpoint, bundle.path, graphs["fp32"], manifest.generation, atol)}
+    others = [dtype for dtype in manifest.variants if dtype != "fp32"]
+    if others:
+        check = ImageToTextAgreement(bundle.path, manifest.task, manifest.generation, graphs["fp32"], min_agreement)
+        for dtype in others:
+            report = check.measure(graphs[dtype])
+            recorded = manifest.validation.get(dtype) or {}
+            if min_agreement is None and recorded.get("threshold_source") == "user":
+                threshold = float(recorded["threshold"])
+                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
+            reports[dtype] = report
+    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
+                if dtype != "fp32" and not report["passed"]]
+    if failures:
+        raise ValidationError("; ".join(failures))
+    return reports
+
+
 def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
     if got.shape != want.shape:
         raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")

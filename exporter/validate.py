@@ -139,6 +139,10 @@ def validate_bundle(
     if not origin:
         raise ExportError(f"{bundle.path}: the manifest records no source; pass the checkpoint with --source")
     checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"), allow_pickle=allow_pickle)
+    if manifest.task == "image-to-text":  # image encoder + merged decoder: exporter/image_to_text.py
+        from edgeformers.exporter.image_to_text import revalidate as revalidate_captioner
+
+        return revalidate_captioner(bundle, checkpoint.path, family.atol if atol is None else atol, min_agreement)
     if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant: exporter/seq2seq.py
         from edgeformers.exporter.seq2seq_validate import revalidate
 

@@ -150,3 +150,12 @@ def test_a_bundle_without_its_image_processor_is_refused_at_load(exported, tmp_p
     (copy / "preprocessor_config.json").unlink()
     with pytest.raises(BundleError, match="preprocessor_config.json is missing"):
         pipeline("image-classification", copy, device="cpu")
+
+
+def test_validate_rechecks_the_bundle_against_pytorch(exported):
+    from edgeformers.exporter.validate import validate_bundle
+
+    _, bundle = exported("vit")
+    reports = validate_bundle(bundle)
+    assert reports["fp32"]["passed"] and reports["fp32"]["max_abs_diff"]["logits"] <= 1e-4
+    assert reports["q8"]["value"] == Manifest.read(bundle).validation["q8"]["value"]

@@ -79,3 +79,12 @@ def test_bad_arguments_are_input_errors(captioner):
     with pytest.raises(InputError, match=r"inputs\[1\] is an empty image"):
         captions([image, synthetic_image(4, 4).crop((0, 0, 0, 4))])
     assert captions(image, max_new_tokens=2)[0]["generated_text"] is not None
+
+
+def test_validate_rechecks_the_bundle_against_pytorch(captioner):
+    from edgeformers.exporter.validate import validate_bundle
+
+    _, bundle = captioner
+    reports = validate_bundle(bundle)
+    assert reports["fp32"]["passed"] and reports["fp32"]["greedy_rows_identical"] == 10
+    assert reports["q8"]["value"] == Manifest.read(bundle).validation["q8"]["value"]
