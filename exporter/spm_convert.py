@@ -30,14 +30,14 @@ from edgeformers.models.errors import ExportError
 
 # sentencepiece ModelProto.SentencePiece.Type
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
-_UNIGRAM = 1
+_UNIGRAM, _BPE = 1, 2
 _FILL = 1e4  # per character, far below any real piece's log probability (about -20 at worst)
 _SPACE = "\u2581"  # sentencepiece's whitespace marker
 
 
 def read_spm(path: str | Path) -> Any:
-    """The sentencepiece ModelProto of ``path``, refused unless it is a plain unigram model
-    (byte fallback, whitespace-as-suffix and BPE have no exact ``tokenizers`` equivalent here)."""
+    """The sentencepiece ModelProto of ``path``, refused unless it is a plain unigram or BPE
+    model (byte fallback and whitespace-as-suffix are not converted here)."""
     from sentencepiece import sentencepiece_model_pb2
 
     proto = sentencepiece_model_pb2.ModelProto()
@@ -46,16 +46,17 @@ def read_spm(path: str | Path) -> Any:
     except Exception as err:
         raise ExportError(f"{path}: not a readable sentencepiece model: {err}") from err
     trainer = proto.trainer_spec
-    if trainer.model_type != _UNIGRAM:
-        raise ExportError(f"{path}: sentencepiece model type {trainer.model_type} is not unigram (1); "
-                          "only unigram models are converted to tokenizer.json")
+    if trainer.model_type not in (_UNIGRAM, _BPE):
+        raise ExportError(f"{path}: sentencepiece model type {trainer.model_type} is neither unigram (1) nor "
+                          "BPE (2); only those are converted to tokenizer.json")
     if trainer.byte_fallback or trainer.treat_whitespace_as_suffix:
         raise ExportError(f"{path}: sentencepiece byte_fallback / treat_whitespace_as_suffix are not supported")
     return proto
 
 
 def unigram_over_vocab(proto: Any, vocab: dict[str, int], unk_token: str, source: str) -> Any:
-    """A Tokenizer segmenting like ``proto`` whose ids are ``vocab``'s ids (see the module doc)."""
+    """A Tokenizer segmenting like ``proto`` whose ids are ``vocab``'s ids (see the module doc;
+    a BPE ``proto`` goes to :func:`_bpe_over_vocab`)."""
     from tokenizers import Tokenizer
     from tokenizers.models import Unigram
 
@@ -64,6 +65,8 @@ def unigram_over_vocab(proto: Any, vocab: dict[str, int], unk_token: str, source
         raise ExportError(f"{source}: its ids are not 0..{len(ids) - 1} without gaps; cannot number a tokenizer by it")
     if unk_token not in vocab:
         raise ExportError(f"{source}: the unknown token {unk_token!r} is not in it")
+    if proto.trainer_spec.model_type == _BPE:
+        return _bpe_over_vocab(proto, vocab, unk_token)
     scores = {p.piece: p.score for p in proto.pieces if p.type == _NORMAL}
     entries: list[tuple[str, float]] = [("", 0.0)] * len(ids)
     for piece, index in vocab.items():
@@ -72,6 +75,29 @@ def unigram_over_vocab(proto: Any, vocab: dict[str, int], unk_token: str, source
             score = -_FILL * len(piece) + (len(piece) - 1)
         entries[index] = (piece, float(score))
     tokenizer = Tokenizer(Unigram(entries, unk_id=vocab[unk_token], byte_fallback=False))
+    tokenizer.normalizer = _normalizer(proto.normalizer_spec, _unknown_runs(proto, vocab))
+    _set_metaspace(tokenizer, proto)
+    return tokenizer
+
+
+def _bpe_over_vocab(proto: Any, vocab: dict[str, int], unk_token: str) -> Any:
+    """A BPE Tokenizer numbered by ``vocab``: sentencepiece's BPE merges the adjacent pair whose
+    joined piece scores highest, so every two-way split of a piece into pieces becomes a
+    merge ranked by that piece's score. A run of unknown characters is one ``<unk>``, as for
+    the unigram model; a single one found in vocab.json keeps its id there."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+
+    spm_ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in (_NORMAL, _USER_DEFINED)}
+    scores = {p.piece: p.score for p in proto.pieces if p.type in (_NORMAL, _USER_DEFINED)}
+    merges = []
+    for piece, score in scores.items():
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in spm_ids and right in spm_ids and {piece, left, right} <= vocab.keys():
+                merges.append((-score, spm_ids[piece], spm_ids[left], spm_ids[right], left, right))
+    ordered = [(left, right) for *_, left, right in sorted(merges)]
+    tokenizer = Tokenizer(BPE(dict(vocab), ordered, unk_token=unk_token, fuse_unk=True, byte_fallback=False))
     tokenizer.normalizer = _normalizer(proto.normalizer_spec, _unknown_runs(proto, vocab))
     _set_metaspace(tokenizer, proto)
     return tokenizer

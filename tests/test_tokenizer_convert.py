@@ -103,12 +103,13 @@ def test_marian_unknown_characters_follow_the_slow_tokenizer(marian_checkpoint, 
         single, run, slow("aßẞb ß 🚀🚀")["input_ids"]]
 
 
-def test_m2m100_ids_decode_and_other_source_languages(tmp_path):
-    """M2M100 (no fast tokenizer in transformers): ids, decoded target ids, and the recipe the
-    runtime uses for a source language other than tokenizer_config's: the language token,
-    the text without specials, ``</s>``."""
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_m2m100_ids_decode_and_other_source_languages(tmp_path, model_type):
+    """M2M100 (no fast tokenizer in transformers), over a unigram and a BPE sentencepiece
+    model: ids, decoded target ids, and the recipe the runtime uses for a source language
+    other than tokenizer_config's: the language token, the text without specials, ``</s>``."""
     checkpoint = tmp_path / "m2m100"
-    slow = spm_fixtures.m2m100_tokenizer_files(checkpoint)
+    slow = spm_fixtures.m2m100_tokenizer_files(checkpoint, model_type)
     (checkpoint / "config.json").write_text(json.dumps({"model_type": "m2m_100"}), encoding="utf-8")
     work = converted(checkpoint, tmp_path)
     ours = TextTokenizer(work, max_length=None)
