@@ -41,6 +41,7 @@ from edgeformers.runtime.bundle_files import (
     read_limited,
     sha256_regular,
 )
+from edgeformers.runtime.foreign_generation import infer_generation
 from edgeformers.runtime.manifest import MANIFEST_NAME, Manifest, Variant
 from edgeformers.runtime.onnx_scan import external_data_files
 
@@ -302,12 +303,16 @@ def infer_manifest(folder: BundleFolder | Path, task: str | None) -> Manifest:
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
         raise BundleError(f"{folder.given / 'config.json'}: missing field 'model_type'")
+    task = resolve_task(task).name
+    # Generative tasks: the generation section from the graphs' names and the configs.
+    generation, variants = infer_generation(folder, config, task, variants)
     manifest = Manifest(
-        task=resolve_task(task).name,
+        task=task,
         model_type=model_type,
         variants=variants,
         labels={int(k): v for k, v in (config.get("id2label") or {}).items()},
         processing=processing_settings(folder, config),
+        generation=generation,
         source={"path": str(folder.given)},
     )
     # The inferred manifest passes the same schema as a written one.

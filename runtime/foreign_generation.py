@@ -1,0 +1,272 @@
+"""The manifest's ``generation`` section for a folder that has no manifest.
+
+A plain ``optimum-cli export onnx --task text-generation-with-past`` output, a
+transformers.js-style repo (``onnx/model.onnx`` or ``onnx/decoder_model_merged.onnx``)
+and an encoder-decoder folder (``encoder_model.onnx`` + ``decoder_model_merged.onnx``)
+carry everything the decoding loop needs, spread over config.json,
+generation_config.json and the graphs' own input/output names and KV shapes. This module
+gathers it into the section the exporter writes (exporter/generation.py for kind
+``"decoder-only"``, exporter/seq2seq.py for ``"encoder-decoder"``), so the runtime's
+generation code runs a foreign folder exactly as it runs an edgeformers bundle.
+
+Graphs are read with the pure-Python protobuf walker (runtime/onnx_scan.py), through the
+folder's path checks, and never loaded: opening stays cheap. A folder the runtime cannot
+decode with (no KV-cache inputs, an input it does not feed, no decoder start token) gets
+a ``BundleError`` saying what is missing and how to export it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from edgeformers.models.errors import BundleError
+from edgeformers.runtime.bundle_files import BundleFolder
+from edgeformers.runtime.manifest import Variant
+from edgeformers.runtime.onnx_scan import GraphIO, graph_io
+
+logger = logging.getLogger(__name__)
+
+DECODER_ONLY_TASKS = frozenset({"text-generation"})
+#: Tasks that run an encoder + merged decoder pair (ASR only when the folder has an
+#: encoder graph: a CTC model is one ``model.onnx`` and needs no generation section).
+ENCODER_DECODER_TASKS = frozenset({"text2text-generation", "summarization", "translation", "image-to-text"})
+_MAYBE_ENCODER_DECODER = frozenset({"automatic-speech-recognition"})
+
+_DECODER_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_SEQ2SEQ_PAST = re.compile(r"^past_key_values\.(\d+)\.(?:(decoder|encoder)\.)?(key|value)$")
+#: The graph optimum writes once the unmerged pair is fused (``decoder_model_merged``).
+_MERGED = "decoder_model_merged"
+_UNMERGED = ("decoder_model", "decoder_with_past_model")
+_DECODER_EXPORT = "export it with `optimum-cli export onnx --task text-generation-with-past`"
+_SEQ2SEQ_EXPORT = "export it with `optimum-cli export onnx --task text2text-generation-with-past`"
+
+
+def infer_generation(folder: BundleFolder, config: dict[str, Any], task: str,
+                     variants: dict[str, Variant]) -> tuple[dict[str, Any], dict[str, Variant]]:
+    """(the generation section, the variants the runtime can run) for a folder without a
+    manifest; ``({}, variants)`` unchanged for a task that does not generate.
+
+    A decoder-only folder that holds ``decoder_model_merged`` (transformers.js's older
+    layout) and no ``model`` runs that graph as its ``model`` component."""
+    if task in DECODER_ONLY_TASKS:
+        variants = _decoder_only_variants(folder, variants)
+        return decoder_only_section(folder, config, _reference(folder, variants, "model")), variants
+    has_encoder = any("encoder_model" in v.files for v in variants.values())
+    if task in ENCODER_DECODER_TASKS or (task in _MAYBE_ENCODER_DECODER and has_encoder):
+        variants = _encoder_decoder_variants(folder, variants, task)
+        graphs = {c: _reference(folder, variants, c) for c in ("encoder_model", _MERGED)}
+        return encoder_decoder_section(folder, config, graphs), variants
+    return {}, variants
+
+
+def _decoder_only_variants(folder: BundleFolder, variants: dict[str, Variant]) -> dict[str, Variant]:
+    usable = {}
+    for dtype, variant in variants.items():
+        graph = variant.files.get("model") or variant.files.get(_MERGED)
+        if graph is not None:
+            usable[dtype] = Variant(dtype=dtype, files={"model": graph})
+    if not usable:
+        found = sorted(name for v in variants.values() for name in v.files.values())
+        raise BundleError(
+            f"{folder.given}: text-generation runs one decoder graph with its KV cache (model.onnx or "
+            f"decoder_model_merged.onnx); the folder has {', '.join(found)}: {_DECODER_EXPORT}"
+        )
+    return usable
+
+
+def _encoder_decoder_variants(folder: BundleFolder, variants: dict[str, Variant], task: str) -> dict[str, Variant]:
+    usable = {dtype: Variant(dtype=dtype, files={c: v.files[c] for c in ("encoder_model", _MERGED)})
+              for dtype, v in variants.items() if "encoder_model" in v.files and _MERGED in v.files}
+    if not usable:
+        found = sorted(name for v in variants.values() for name in v.files.values())
+        hint = (" (optimum fuses decoder_model and decoder_with_past_model into it unless told not to)"
+                if any(c in v.files for v in variants.values() for c in _UNMERGED) else "")
+        raise BundleError(
+            f"{folder.given}: {task} runs an encoder-decoder pair, encoder_model.onnx and "
+            f"decoder_model_merged.onnx{hint}; the folder has {', '.join(found)}: {_SEQ2SEQ_EXPORT}"
+        )
+    return usable
+
+
+def _reference(folder: BundleFolder, variants: dict[str, Variant], component: str) -> tuple[str, GraphIO]:
+    """(file name, inputs/outputs) of the graph the section is read from: fp32's when the
+    folder has it, else the first variant's (every variant of a repo shares the names)."""
+    variant = variants.get("fp32") or next(iter(variants.values()))
+    name = variant.files[component]
+    where = f"{folder.given}/{name}"
+    return name, graph_io(folder.path(name, f"{folder.given}: ONNX file"), where)
+
+
+def _past_names(io: GraphIO, pattern: re.Pattern[str]) -> tuple[list[str], list[str]]:
+    """The graph's past inputs in layer order, and the present outputs that feed them."""
+    def order(name: str) -> tuple[Any, ...]:  # layer, then decoder/encoder, then key/value (as the exporter)
+        layer, *rest = pattern.match(name).groups()  # type: ignore[union-attr]
+        return (int(layer), *("" if part is None else part for part in rest))
+
+    past = sorted((n for n in io.input_names if pattern.match(n)), key=order)
+    return past, [n.replace("past_key_values.", "present.", 1) for n in past]
+
+
+def _kv_shape(io: GraphIO, name: str, where: str) -> tuple[int, int]:
+    info = io.input(name)
+    dims = info.dims if info is not None else None
+    if not dims or len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in (dims[1], dims[3])):
+        raise BundleError(f"{where}: {name} should be [batch, kv_heads, past_length, head_size] with fixed "
+                          f"kv_heads and head_size, got {list(dims) if dims else 'no shape'}")
+    return int(dims[1]), int(dims[3])  # type: ignore[arg-type]
+
+
+def _check_fed(io: GraphIO, fed: set[str], where: str) -> None:
+    """Refuse a graph input the runtime would not feed, before onnxruntime fails on it."""
+    extra = [n for n in io.input_names if n not in fed]
+    if extra:
+        raise BundleError(f"{where}: the graph takes inputs the runtime does not feed ({', '.join(extra)}); "
+                          "it runs graphs with the inputs optimum writes")
+
+
+def _missing(io: GraphIO, inputs: tuple[str, ...], outputs: tuple[str, ...] | list[str]) -> list[str]:
+    return [n for n in inputs if io.input(n) is None] + [n for n in outputs if n not in io.output_names]
+
+
+def _settings(folder: BundleFolder, config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """(generation_config.json without its version stamp, a lookup: generation_config, then
+    config.json, then config.json's ``decoder`` (vision encoder-decoders nest it))."""
+    generation = folder.read_json("generation_config.json")
+    decoder = config.get("decoder") if isinstance(config.get("decoder"), dict) else {}
+
+    def value(name: str) -> Any:
+        for source in (generation, config, decoder):
+            if source.get(name) is not None:
+                return source[name]
+        return None
+
+    return {k: v for k, v in generation.items() if k != "transformers_version"}, value
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _eos(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return [int(v) for v in value] if isinstance(value, list) and all(_int(v) is not None for v in value) else []
+
+
+def _ids(value: Any) -> int | list[int] | None:
+    """A token id or a list of them, as the config gives it; None for anything else."""
+    return _int(value) if _int(value) is not None else (_eos(value) or None)
+
+
+def decoder_only_section(folder: BundleFolder, config: dict[str, Any], graph: tuple[str, GraphIO]) -> dict[str, Any]:
+    """The ``"decoder-only"`` section of one graph with ``past_key_values.N.key/value``
+    inputs and ``present.N.key/value`` outputs (optimum's text-generation-with-past)."""
+    name, io = graph
+    where = f"{folder.given}/{name}"
+    past, present = _past_names(io, _DECODER_PAST)
+    if not past:
+        raise BundleError(f"{where} has no past_key_values.* inputs: the runtime decodes with a KV cache; "
+                          f"{_DECODER_EXPORT}")
+    missing = _missing(io, ("input_ids", "attention_mask"), ["logits", *present])
+    if missing:
+        raise BundleError(f"{where}: not a decoder with past key/values as optimum writes it "
+                          f"(missing {', '.join(missing)}); {_DECODER_EXPORT}")
+    optional = [n for n in ("position_ids", "use_cache_branch") if io.input(n) is not None]
+    _check_fed(io, {"input_ids", "attention_mask", *optional, *past}, where)
+    kv_heads, head_size = _kv_shape(io, past[0], where)
+    defaults, value = _settings(folder, config)
+    inputs: dict[str, Any] = {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                              "position_ids": "position_ids" if "position_ids" in optional else None}
+    if "use_cache_branch" in optional:  # transformers.js's decoder_model_merged
+        inputs["use_cache_branch"] = "use_cache_branch"
+    return {
+        "kind": "decoder-only",
+        "inputs": inputs,
+        "logits": "logits",
+        "past_inputs": past,
+        "present_outputs": present,
+        "num_layers": len(past) // 2,
+        "num_heads": _first(value, "num_attention_heads", "n_head"),
+        "num_kv_heads": kv_heads,
+        "head_size": head_size,
+        "max_positions": _first(value, "max_position_embeddings", "n_positions"),
+        "bos_token_id": _int(value("bos_token_id")),
+        "eos_token_id": _eos(value("eos_token_id")),
+        "pad_token_id": _int(value("pad_token_id")),
+        "defaults": defaults,
+    }
+
+
+def encoder_decoder_section(folder: BundleFolder, config: dict[str, Any],
+                            graphs: dict[str, tuple[str, GraphIO]]) -> dict[str, Any]:
+    """The ``"encoder-decoder"`` section of an encoder and a merged decoder: self- and
+    cross-attention pasts (``past_key_values.N.decoder/encoder.key/value``), or
+    self-attention ones only (``past_key_values.N.key/value``: vision encoder-decoders)."""
+    enc_name, enc = graphs["encoder_model"]
+    dec_name, dec = graphs[_MERGED]
+    where = f"{folder.given}/{dec_name}"
+    if "last_hidden_state" not in enc.output_names:
+        raise BundleError(f"{folder.given}/{enc_name}: the encoder has no last_hidden_state output "
+                          f"(it has {', '.join(enc.output_names)}); {_SEQ2SEQ_EXPORT}")
+    past, present = _past_names(dec, _SEQ2SEQ_PAST)
+    if not past:
+        raise BundleError(f"{where} has no past_key_values.* inputs: the runtime decodes with a KV cache; "
+                          f"{_SEQ2SEQ_EXPORT}")
+    missing = _missing(dec, ("input_ids", "encoder_hidden_states"), ["logits", *present])
+    if missing:
+        raise BundleError(f"{where}: not a merged decoder with past key/values as optimum writes it "
+                          f"(missing {', '.join(missing)}); {_SEQ2SEQ_EXPORT}")
+    optional = [n for n in ("encoder_attention_mask", "use_cache_branch") if dec.input(n) is not None]
+    _check_fed(dec, {"input_ids", "encoder_hidden_states", *optional, *past}, where)
+    self_past = [n for n in past if ".encoder." not in n]
+    cross_past = [n for n in past if ".encoder." in n]
+    heads, head_size = _kv_shape(dec, self_past[0], where)
+    defaults, value = _settings(folder, config)
+    start = _int(value("decoder_start_token_id"))
+    if start is None:
+        raise BundleError(f"{folder.given}: neither generation_config.json nor config.json names a "
+                          "decoder_start_token_id; an encoder-decoder cannot start decoding without it")
+    section: dict[str, Any] = {
+        "kind": "encoder-decoder",
+        "encoder": {"component": "encoder_model", "inputs": {n: n for n in enc.input_names},
+                    "output": "last_hidden_state"},
+        "decoder": {
+            "component": _MERGED,
+            "inputs": {"input_ids": "input_ids", "encoder_hidden_states": "encoder_hidden_states",
+                       "encoder_attention_mask": "encoder_attention_mask" if "encoder_attention_mask" in optional
+                       else None,
+                       "use_cache_branch": "use_cache_branch" if "use_cache_branch" in optional else None},
+            "logits": "logits",
+            "past_inputs": past,
+            "present_outputs": present,
+            "cross_past_inputs": cross_past,
+        },
+        "num_layers": len(self_past) // 2,
+        "num_heads": _first(value, "decoder_attention_heads", "num_heads", "num_attention_heads", "n_head"),
+        "num_kv_heads": heads,
+        "head_size": head_size,
+        "max_positions": _first(value, "max_position_embeddings", "max_target_positions", "n_positions"),
+        "vocab_size": _first(value, "vocab_size"),
+        "decoder_start_token_id": start,
+        "bos_token_id": _int(value("bos_token_id")),
+        "eos_token_id": _eos(value("eos_token_id")),
+        "pad_token_id": _int(value("pad_token_id")),
+        "forced_bos_token_id": _int(value("forced_bos_token_id")),
+        "forced_eos_token_id": _ids(value("forced_eos_token_id")),
+        "defaults": defaults,
+    }
+    if cross_past:
+        cross_head_size = _kv_shape(dec, cross_past[0], where)[1]
+        if cross_head_size != head_size:
+            section["encoder_head_size"] = cross_head_size
+    return section
+
+
+def _first(value: Any, *names: str) -> int | None:
+    for name in names:
+        found = _int(value(name))
+        if found is not None:
+            return found
+    return None
