@@ -272,3 +272,17 @@ def test_validate_rechecks_and_quantize_refuses_encoder_decoder_bundles(seq2seq_
     result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8"])
     assert result.exit_code == 1 and "encoder-decoder bundle; quantize cannot add variants" in result.output
     assert sorted(p.name for p in (bundle / "onnx").iterdir()) == before
+
+
+def test_plain_optimum_folder_without_manifest_runs_like_the_bundle(seq2seq_bundles, tmp_path):
+    """An ``optimum-cli export onnx`` folder (no edgeformers.json): the generation section is
+    built from the graphs and the config files, and the answers are the bundle's."""
+    from optimum.exporters.onnx import main_export
+
+    checkpoint, bundle = seq2seq_bundles("bart")
+    main_export(str(checkpoint), output=str(tmp_path), task="text2text-generation-with-past", do_validation=False)
+    plain = pipeline("summarization", tmp_path, device="cpu")
+    assert not plain.bundle.has_manifest
+    assert plain.generator.layout == pipeline("summarization", bundle, device="cpu").generator.layout
+    call = {"max_new_tokens": NEW}
+    assert plain(TEXTS, **call) == transformers.pipeline("summarization", model=str(checkpoint))(TEXTS, **call)
