@@ -9,7 +9,7 @@ one shared vocab.json numbered in shuffled order. Texts: held-out English lines,
 lines, and random strings over ten Unicode blocks with random runs of spaces. Reports
 encode and decode mismatches per group; nothing is asserted.
 
-    .venv/bin/python benchmarks/bench_spm_conversion.py [--texts 3000] [--vocab 4000]
+    .venv/bin/python benchmarks/bench_spm_conversion.py [--texts 3000] [--vocab 4000] [--model-type bpe]
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=3000, help="texts per group")
     parser.add_argument("--vocab", type=int, default=4000, help="source sentencepiece vocabulary size")
+    parser.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram",
+                        help="sentencepiece model type (Marian ships unigram)")
     args = parser.parse_args()
 
     import transformers
@@ -86,8 +88,9 @@ def main() -> None:
     held_out, train = english[: args.texts], english[args.texts:]
     folder = Path(tempfile.mkdtemp(prefix="spm-bench-"))
     ids = {"eos_id": 0, "unk_id": 1, "bos_id": -1, "pad_id": -1}
-    source = train_spm(train, folder / "source.spm", args.vocab, **ids)
-    target = train_spm(native[args.texts:] + train[::5], folder / "target.spm", int(args.vocab * 1.5), **ids)
+    source = train_spm(train, folder / "source.spm", args.vocab, args.model_type, **ids)
+    target = train_spm(native[args.texts:] + train[::5], folder / "target.spm", int(args.vocab * 1.5),
+                       args.model_type, **ids)
     pieces = sorted((set(_pieces(source)) | set(_pieces(target))) - {"</s>", "<unk>"})
     rng.shuffle(pieces)
     vocab = {p: i for i, p in enumerate(["</s>", "<unk>", *pieces, "<pad>"])}
