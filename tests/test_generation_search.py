@@ -158,6 +158,23 @@ def test_stop_strings_match_transformers_pipeline(setup):
     assert checked >= 2
 
 
+def test_stop_strings_end_beam_hypotheses_as_transformers(setup):
+    """With beams, a candidate that completes a stop string is a finished hypothesis.
+    GPT-2 only: transformers' StopStringCriteria cannot embed some strings of the tiny
+    Llama's sentencepiece vocabulary (it raises), so there is nothing to compare."""
+    checkpoint, ours, model, _, _, _ = setup
+    if model.config.model_type != "gpt2":
+        pytest.skip("transformers' StopStringCriteria raises on this vocabulary's stop strings")
+    theirs = transformers.pipeline("text-generation", model=str(checkpoint))
+    args = {"do_sample": False, "max_new_tokens": 20, "return_full_text": False, "num_beams": 3,
+            "num_return_sequences": 2}
+    free = theirs(PROMPTS[1], **args)[0]["generated_text"]
+    stop = free[len(free) // 2: len(free) // 2 + 2]
+    expected = theirs(PROMPTS[1], stop_strings=[stop], tokenizer=theirs.tokenizer, **args)
+    assert len(expected[0]["generated_text"]) < len(free)
+    assert ours(PROMPTS[1], stop_strings=[stop], **args) == expected
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"num_beams": 2, "num_return_sequences": 3}, r"`num_return_sequences` \(3\) has to be smaller or equal to "
                                                   r"`num_beams` \(2\)"),
