@@ -119,7 +119,7 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "detr": "tests.test_object_detection",
     "vision-encoder-decoder": "tests.test_image_to_text",
     "wav2vec2": "tests.test_speech_recognition_ctc",  # and tests.test_audio_classification
-    "hubert": "tests.test_speech_recognition_ctc",  # and tests.test_audio_classification
+    "hubert": "tests.test_speech_recognition_ctc",
     "ast": "tests.test_audio_classification",
 }
 

@@ -123,6 +123,8 @@ def test_files_and_bytes(ours, reference, tmp_path) -> None:
 
 def test_batches_give_one_result_per_input(ours, reference) -> None:
     clips = [synthetic_audio(kind, seconds, RATE, seed=2) for kind, seconds in CLIPS[:3]]
+    # equal lengths share a run (no padding needed), the others run apart
+    clips += [synthetic_audio(kind, 1.0, RATE, seed=3) for kind in ("noise", "tones", "chirp")]
     assert ours(clips, batch_size=2) == [reference(clip) for clip in clips]
     assert ours([]) == []
 

@@ -5,8 +5,8 @@ take the normalised waveform; AST (Audio Spectrogram Transformer) takes Kaldi-st
 filter banks (``features.ast_fbank``).
 
 The graphs optimum exports for these models take ``input_values`` and no attention mask,
-so each waveform runs alone (as transformers' pipelines run with ``batch_size=1``); padded
-batches would change group-normalised models' outputs.
+so only inputs of one shape share a run (chunks of a long recording, clips of a fixed
+length, every AST input): padding would change group-normalised models' outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.audio.features import ast_fbank, ast_settings, normalize_waveform
 from edgeformers.runtime.audio.resample import check_rate
 from edgeformers.runtime.bundle import Bundle
+from edgeformers.runtime.pipelines.base import DEFAULT_BATCH_SIZE
 from edgeformers.runtime.session import OnnxModel
 
 #: wav2vec2's front end (7 convs, stride 320, 400-sample receptive field) when config.json
@@ -88,5 +89,25 @@ class WaveformModel:
 
     def logits(self, audio: np.ndarray, where: str) -> np.ndarray:
         """The graph's ``logits`` for one waveform, batch dimension dropped."""
-        self.check_length(audio, where)
-        return self.model.run({self.input_name: self.features(audio)}, ["logits"])["logits"][0]
+        return self.logits_batch([audio], [where])[0]
+
+    def logits_batch(self, audios: list[np.ndarray], wheres: list[str],
+                     batch_size: int | None = None) -> list[np.ndarray]:
+        """``logits`` per waveform; waveforms whose features have one shape run together,
+        ``batch_size`` (default DEFAULT_BATCH_SIZE) at a time."""
+        for audio, where in zip(audios, wheres):
+            self.check_length(audio, where)
+        features = [self.features(audio) for audio in audios]
+        results: list[np.ndarray] = [np.empty(0)] * len(features)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, feature in enumerate(features):
+            groups.setdefault(feature.shape, []).append(index)
+        size = batch_size or DEFAULT_BATCH_SIZE
+        for indices in groups.values():
+            for start in range(0, len(indices), size):
+                part = indices[start:start + size]
+                batch = np.concatenate([features[i] for i in part])
+                logits = self.model.run({self.input_name: batch}, ["logits"])["logits"]
+                for row, index in enumerate(part):
+                    results[index] = logits[row]
+        return results

@@ -33,8 +33,8 @@ class AudioClassificationPipeline(Pipeline):
         batch_size: int | None = None,
     ) -> Any:
         """One input -> ``[{"score", "label"}, ...]`` best first; a list -> one such list
-        per input. Inputs as the speech-recognition pipeline takes them. ``batch_size`` is
-        accepted: each waveform runs alone (the graph has no attention mask)."""
+        per input. Inputs as the speech-recognition pipeline takes them. ``batch_size`` caps how
+        many inputs of one length run together (the graph takes no attention mask)."""
         check_top_k(top_k)
         check_count("batch_size", batch_size)
         function = getattr(function_to_apply, "value", function_to_apply) or "softmax"
@@ -42,11 +42,11 @@ class AudioClassificationPipeline(Pipeline):
             raise InputError(f"function_to_apply {function_to_apply!r} is unknown; expected 'softmax', 'sigmoid' or "
                              "'none'")
         items, single = audio_inputs(inputs)
+        wheres = ["inputs"] if single else [f"inputs[{index}]" for index in range(len(items))]
+        audios = [load_audio(item, self.sampling_rate, where)[0] for item, where in zip(items, wheres)]
         results = []
-        for index, item in enumerate(items):
-            where = "inputs" if single else f"inputs[{index}]"
-            audio, _ = load_audio(item, self.sampling_rate, where)
-            scores = _FUNCTIONS[function](self.waveform.logits(audio, where).astype("float32"))
+        for logits in self.waveform.logits_batch(audios, wheres, batch_size):
+            scores = _FUNCTIONS[function](logits.astype("float32"))
             count = len(scores) if top_k is None else min(top_k, len(scores))
             best = sorted(range(len(scores)), key=lambda i: -float(scores[i]))[:count]
             results.append([{"score": float(scores[i]), "label": self.label(i)} for i in best])

@@ -62,7 +62,8 @@ class SpeechRecognitionPipeline(Pipeline):
         ``return_timestamps``), a list -> a list of them. Inputs: file paths, bytes, float
         arrays at the model's rate, ``{"raw"|"array", "sampling_rate"}`` dicts.
         ``return_language`` is Whisper's; CTC models ignore it, as transformers does.
-        ``batch_size`` is accepted: each waveform runs alone (the graph has no attention mask)."""
+        ``batch_size`` caps how many inputs or chunks of one length run together (the graph
+        takes no attention mask, so inputs of different lengths run apart)."""
         if return_timestamps not in (None, False) and return_timestamps not in _TIMESTAMPS:
             raise InputError(
                 f"return_timestamps={return_timestamps!r}: a CTC model gives 'char' or 'word' timestamps "
@@ -71,12 +72,23 @@ class SpeechRecognitionPipeline(Pipeline):
         check_count("batch_size", batch_size)
         chunking = self._chunking(chunk_length_s, stride_length_s)
         items, single = audio_inputs(inputs)
-        results = []
+        # every input's pieces (itself, or its chunks), run together where their lengths match
+        pieces: list[tuple[int, np.ndarray, tuple[int, int, int] | None, str]] = []
         for index, item in enumerate(items):
             where = "inputs" if single else f"inputs[{index}]"
             audio, extra = load_audio(item, self.sampling_rate, where)
-            ids = self._frame_ids(audio, extra.get("stride"), chunking, where)
-            results.append(self._result(ids, return_timestamps or None))
+            if chunking is None:
+                stride = extra.get("stride")
+                pieces.append((index, audio, None if stride is None else (audio.shape[0], *stride), where))
+            else:
+                pieces.extend((index, chunk, window, f"{where} (chunk at sample {start})")
+                              for start, chunk, window in _chunks(audio, *chunking))
+        logits = self.waveform.logits_batch([p[1] for p in pieces], [p[3] for p in pieces], batch_size)
+        ids: list[list[np.ndarray]] = [[] for _ in items]
+        for (index, _, window, _), rows in zip(pieces, logits):
+            frames = rows.argmax(-1)
+            ids[index].append(frames if window is None else _cut(frames, window, self.waveform.ratio))
+        results = [self._result(np.concatenate(parts), return_timestamps or None) for parts in ids]
         return unbatch(results, single)
 
     def _chunking(self, chunk_length_s: Any, stride_length_s: Any) -> tuple[int, int, int] | None:
@@ -101,16 +113,6 @@ class SpeechRecognitionPipeline(Pipeline):
             raise InputError(f"chunk_length_s ({chunk_length_s}) must be longer than the two strides together "
                              f"({strides[0]} + {strides[1]} s)")
         return chunk, left, right
-
-    def _frame_ids(self, audio: np.ndarray, stride: tuple[int, int] | None,
-                   chunking: tuple[int, int, int] | None, where: str) -> np.ndarray:
-        if chunking is None:
-            ids = self.waveform.logits(audio, where).argmax(-1)
-            return ids if stride is None else _cut(ids, (audio.shape[0], *stride), self.waveform.ratio)
-        parts = [_cut(self.waveform.logits(chunk, f"{where} (chunk at sample {start})").argmax(-1), window,
-                      self.waveform.ratio)
-                 for start, chunk, window in _chunks(audio, *chunking)]
-        return np.concatenate(parts)
 
     def _result(self, ids: np.ndarray, timestamps: str | None) -> dict[str, Any]:
         result: dict[str, Any] = {"text": self.vocabulary.decode(ids)}
