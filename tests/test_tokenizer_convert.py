@@ -242,17 +242,6 @@ def test_xlmr_export_without_tokenizer_json_matches_transformers(xlmr_checkpoint
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
-def _translation_exports() -> bool:
-    from edgeformers.models.tasks import resolve_task
-
-    try:
-        resolve_task("translation")
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _translation_exports(), reason="the translation export (helper seq2seq) is not in this tree")
 def test_marian_translation_export_uses_the_converted_tokenizer(marian_checkpoint, tmp_path):
     out = tmp_path / "bundle"
     result = CliRunner().invoke(cli, ["export", str(marian_checkpoint), str(out), "--task", "translation",
