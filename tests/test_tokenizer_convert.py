@@ -238,7 +238,9 @@ def test_xlmr_export_without_tokenizer_json_matches_transformers(xlmr_checkpoint
     slow = transformers.XLMRobertaTokenizer.from_pretrained(str(xlmr_checkpoint))
     theirs = transformers.pipeline("text-classification", model=str(xlmr_checkpoint), tokenizer=slow)
     texts = [t for t in TEXTS if t and len(t) < 200]  # transformers does not truncate here; the runtime does
-    for a, b in zip(ours(texts), theirs(texts)):
+    ours_results, theirs_results = ours(texts), theirs(texts)
+    assert len(ours_results) == len(theirs_results) == len(texts)
+    for a, b in zip(ours_results, theirs_results):
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
