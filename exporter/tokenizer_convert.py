@@ -61,16 +61,18 @@ def write_checked_tokenizer(checkpoint: Path, work: Path) -> bool:
     if slow is None or getattr(slow, "is_fast", False):
         return False
     name = type(slow).__name__
-    (work / "tokenizer.json").unlink(missing_ok=True)  # whatever optimum's unchecked conversion left
     own = _OWN_CONVERTERS.get(name)
     if own is not None:
+        converted = own(slow)
+        (work / "tokenizer.json").unlink(missing_ok=True)  # whatever optimum's unchecked conversion left
         slow.save_pretrained(str(work))  # source.spm, vocab.json ...: what transformers reloads the bundle from
-        for file, tokenizer in own(slow).items():
+        for file, tokenizer in converted.items():
             tokenizer.save(str(work / file))
     else:
         fast = _load(checkpoint, use_fast=True)
         if fast is None or not getattr(fast, "is_fast", False):
             return False
+        (work / "tokenizer.json").unlink(missing_ok=True)
         fast.save_pretrained(str(work))
     strip = decode_strips(_model_type(checkpoint))
     try:
