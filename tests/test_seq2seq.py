@@ -286,3 +286,20 @@ def test_plain_optimum_folder_without_manifest_runs_like_the_bundle(seq2seq_bund
     assert plain.generator.layout == pipeline("summarization", bundle, device="cpu").generator.layout
     call = {"max_new_tokens": NEW}
     assert plain(TEXTS, **call) == transformers.pipeline("summarization", model=str(checkpoint))(TEXTS, **call)
+
+
+def test_rows_ending_at_different_steps_are_padded_as_transformers_pads_them(seq2seq_bundles):
+    """EOS reached inside a batch (greedy and beams): the finished row is filled with the
+    pad id while the others run on; token ids equal transformers'."""
+    checkpoint, bundle = seq2seq_bundles("t5")
+    ours = pipeline("text2text-generation", bundle, device="cpu")
+    theirs = transformers.pipeline("text2text-generation", model=str(checkpoint))
+    free = ours(TEXTS, num_beams=1, max_new_tokens=NEW, return_tensors=True)
+    eos = free[0]["generated_token_ids"][3]  # row 0's third new token ends row 0 there
+    for beams in (1, 2):
+        call = {"num_beams": beams, "max_new_tokens": NEW, "eos_token_id": eos, "return_tensors": True}
+        got = ours(TEXTS, **call, batch_size=3)
+        expected = theirs(TEXTS, **call, batch_size=3)  # one padded batch on both sides
+        assert [g["generated_token_ids"] for g in got] == [e["generated_token_ids"].tolist() for e in expected]
+    alone = ours(TEXTS[0], num_beams=1, max_new_tokens=NEW, eos_token_id=eos, return_tensors=True)
+    assert alone[0]["generated_token_ids"][-1] == eos and len(alone[0]["generated_token_ids"]) <= 4
