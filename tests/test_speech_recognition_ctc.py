@@ -183,3 +183,37 @@ BAD_CALLS = [
 def test_bad_inputs_are_input_errors(ours, kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         ours(**kwargs)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"do_lower_case": True, "word_delimiter_token": "/"},
+    {"clean_up_tokenization_spaces": True, "replace_word_delimiter_char": "_"},
+    {"target_lang": "fra"},
+])
+def test_ctc_decoding_equals_wav2vec2_tokenizer(tmp_path, options: dict) -> None:
+    """The runtime's vocab.json decoding against Wav2Vec2CTCTokenizer.decode on random frame
+    ids (runs, blanks, delimiters, specials, ids past the vocabulary): text, char and word
+    offsets, with lower-casing, another delimiter, clean-up, and an MMS-style nested vocabulary."""
+    from edgeformers.runtime.audio.ctc import CtcVocabulary
+
+    delimiter = options.get("word_delimiter_token", "|")
+    chars = ["<pad>", "<s>", "</s>", "<unk>", delimiter, *"ABCDE", "'", ".", ",", "Xy"]
+    vocab = {c: i for i, c in enumerate(chars)}
+    nested = "target_lang" in options
+    (tmp_path / "vocab.json").write_text(json.dumps({"eng": {"Q": 0}, "fra": vocab} if nested else vocab))
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), **options)
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    ours = CtcVocabulary(json.loads((tmp_path / "vocab.json").read_text()), config, str(tmp_path))
+    rng = np.random.default_rng(len(options))
+    for _ in range(25):
+        weights = np.r_[8.0, np.ones(len(chars) - 1), 0.3]  # blanks common; one id past the vocabulary
+        ids = rng.choice(len(chars) + 1, size=int(rng.integers(0, 60)), p=weights / weights.sum())
+        ids = np.repeat(ids, rng.integers(1, 4, ids.shape[0]))  # runs to collapse
+        expected = tokenizer.decode(ids, output_char_offsets=True, output_word_offsets=True)
+        assert ours.decode(ids) == tokenizer.decode(ids) == expected.text
+        assert ours.char_offsets(ids) == [{k: (int(v) if k != "char" else v) for k, v in o.items()}
+                                          for o in expected.char_offsets]
+        assert ours.word_offsets(ids) == [{k: (int(v) if k != "word" else v) for k, v in o.items()}
+                                          for o in expected.word_offsets]
