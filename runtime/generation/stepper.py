@@ -50,6 +50,8 @@ class DecoderLayout:
     present: tuple[str, ...]
     num_kv_heads: int
     head_size: int
+    #: transformers.js's decoder_model_merged: False on the first step, True after.
+    use_cache_branch: str | None = None
 
     @classmethod
     def from_section(cls, section: dict[str, Any], where: str) -> DecoderLayout:
@@ -65,6 +67,7 @@ class DecoderLayout:
                 present=tuple(map(str, present)),
                 num_kv_heads=int(section["num_kv_heads"]),
                 head_size=int(section["head_size"]),
+                use_cache_branch=None if names.get("use_cache_branch") is None else str(names["use_cache_branch"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise BundleError(f"{where}: the manifest's generation section is incomplete or malformed ({err!r}); "
@@ -89,6 +92,7 @@ class DecoderOnlyStepper:
 
     def step(self, input_ids: np.ndarray) -> np.ndarray:
         layout, rows, n = self.layout, input_ids.shape[0], input_ids.shape[1]
+        cached = self.started
         if self.started:
             self.mask = np.concatenate([self.mask, np.ones((rows, n), dtype=np.int64)], axis=1)
         elif self.mask.shape != input_ids.shape:
@@ -101,6 +105,8 @@ class DecoderOnlyStepper:
             positions = np.cumsum(self.mask, axis=1) - 1
             positions[self.mask == 0] = 1
             feed[layout.position_ids] = positions[:, -n:]
+        if layout.use_cache_branch is not None:
+            feed[layout.use_cache_branch] = np.array([cached])
         # only the logits are checked for NaN/inf: a broken cache shows in the next step's logits
         results = self.model.run(feed, [layout.logits, *layout.present], checked=[layout.logits])
         for name, present in zip(layout.past, layout.present):
