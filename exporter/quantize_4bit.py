@@ -28,6 +28,15 @@ from edgeformers.models.families import Family
 
 logger = logging.getLogger(__name__)
 
+#: Families with any of these tasks generate token by token: one row of activations per step.
+GENERATIVE_TASKS = frozenset({"text-generation", "text2text-generation", "summarization", "translation"})
+#: MatMulNBits ``accuracy_level`` 4 quantizes each step's activations to int8 and runs int8
+#: kernels. On this 2-core AVX2 machine a GPT-2-small q4 step takes ~140-175 ms that way and
+#: ~415-430 ms with level 0 (dequantize to fp32, then sgemm), with the same greedy tokens
+#: (benchmarks/bench_generation.py). Encoders keep the default: their agreement was measured
+#: without it.
+GENERATOR_ACCURACY_LEVEL = 4
+
 
 def make_q4(
     source: Path, target: Path, family: Family, options: Any, external_data: bool, fp16: bool = False
@@ -40,19 +49,22 @@ def make_q4(
 
     model = onnx.load(str(source))
     pairs = untie_model(model)  # a tied LM head is a MatMul weight again, for the quantizer
-    if "text-generation" in family.tasks:
+    generator = bool(family.tasks & GENERATIVE_TASKS)
+    if generator:
         # GPT-2's Conv1D projections export as Gemm, which MatMulNBits does not take: as MatMul + Add
         # (what quantize_dynamic does for q8) they are 4-bit too. Encoders' classifier heads stay Gemm.
         from onnxruntime.quantization.onnx_model import ONNXModel
 
         ONNXModel(model).replace_gemm_with_matmul()
+    accuracy = GENERATOR_ACCURACY_LEVEL if generator else None
     eight_bit = sorted(
         name for name in matmul_names(model.graph) if any(part in name for part in family.q4_8bit_nodes)
     )
     model = quantize_matmuls(model, bits=4, block_size=options.block_size, symmetric=options.symmetric,
-                             exclude=eight_bit)
+                             exclude=eight_bit, accuracy_level=accuracy)
     if eight_bit:  # what is left as plain MatMul now is exactly the 8-bit list
-        model = quantize_matmuls(model, bits=8, block_size=options.block_size, symmetric=options.symmetric)
+        model = quantize_matmuls(model, bits=8, block_size=options.block_size, symmetric=options.symmetric,
+                                 accuracy_level=accuracy)
     # the embedding lookup reads the head's 4-bit weight: the table is stored once, in 4 bits
     shared = share_4bit_embedding(model, pairs, options.block_size) if pairs else []
     with tempfile.TemporaryDirectory(prefix=".q4-", dir=target.parent) as scratch:
@@ -68,12 +80,14 @@ def make_q4(
         "block_size": options.block_size,
         "symmetric": options.symmetric,
         "eight_bit_nodes": eight_bit,
+        **({"accuracy_level": accuracy} if accuracy else {}),
         "embeddings": "4-bit, shared with the LM head (GatherBlockQuantized)" if shared else "int8 (dynamic Gather)",
         **({"fp16": {"keep_io_types": True}} if fp16 else {}),
     }
 
 
-def quantize_matmuls(model: Any, bits: int, block_size: int, symmetric: bool, exclude: list[str] = ()) -> Any:
+def quantize_matmuls(model: Any, bits: int, block_size: int, symmetric: bool, exclude: list[str] = (),
+                     accuracy_level: int | None = None) -> Any:
     """Every MatMul with a constant weight (subgraphs too) as ``MatMulNBits``; returns the model."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -82,6 +96,7 @@ def quantize_matmuls(model: Any, bits: int, block_size: int, symmetric: bool, ex
         bits=bits,
         block_size=block_size,
         is_symmetric=symmetric,
+        accuracy_level=accuracy_level,
         nodes_to_exclude=list(exclude),
         op_types_to_quantize=("MatMul",),
     )

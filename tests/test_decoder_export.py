@@ -117,6 +117,9 @@ def test_q4_variants_are_held_to_greedy_token_agreement(tied, dtype):
     variant = manifest["variants"][dtype]
     assert variant["quantization"]["bits"] == 4 and variant["quantization"]["block_size"] == 32
     graph = _graph(bundle, dtype)
+    levels = {next((a.i for a in n.attribute if a.name == "accuracy_level"), 0)
+              for n in graph.graph.node if n.op_type == "MatMulNBits"}
+    assert levels == {variant["quantization"]["accuracy_level"]} == {4}  # int8 kernels on CPU: ~3x faster steps
     weights = set(_sizes(graph))
     plain = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & weights]
     assert not plain, f"matmuls left with float weights: {plain}"  # GPT-2's Conv1D Gemms too
