@@ -177,6 +177,10 @@ def test_language_codes_are_checked_and_forced(seq2seq_bundles):
         ours("hello", src_lang="english", tgt_lang="fr_XX")
     with pytest.raises(InputError, match=r"needs both src_lang and tgt_lang.*tgt_lang is missing"):
         ours("hello", src_lang="en_XX")
+    with pytest.raises(InputError, match=r"needs both src_lang and tgt_lang.*src_lang is missing"):
+        ours("hello", tgt_lang="fr_XX")
+    with pytest.raises(InputError, match=r"src_lang and tgt_lang are missing"):
+        ours("hello")
     out = ours("hello", src_lang="en_XX", tgt_lang="ro_RO", num_beams=1, max_new_tokens=3, return_tensors=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
     assert out[0]["translation_token_ids"][1] == tokenizer.convert_tokens_to_ids("ro_RO")

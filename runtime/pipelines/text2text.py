@@ -246,5 +246,10 @@ class TranslationPipeline(Text2TextGenerationPipeline):
             _, src_lang, _, tgt_lang = self.requested_task.split("_")
         if not self.languages:  # a single-pair model: transformers ignores the languages
             src_lang = tgt_lang = None
+        elif src_lang is None or tgt_lang is None:  # transformers: "Translation requires a src_lang and a tgt_lang"
+            missing = " and ".join(n for n, v in (("src_lang", src_lang), ("tgt_lang", tgt_lang)) if v is None)
+            raise InputError(f"translation with this checkpoint needs both src_lang and tgt_lang "
+                             f"(e.g. {', '.join(list(self.languages)[:4])}); "
+                             f"{missing} {'are' if ' and ' in missing else 'is'} missing")
         return self._run(inputs, given, return_text, return_tensors, clean_up_tokenization_spaces, truncation,
                          batch_size, src_lang, tgt_lang)
