@@ -270,13 +270,20 @@ def _find_variants(folder: BundleFolder) -> dict[str, Variant]:
     return {dtype: Variant(dtype=dtype, files=files) for dtype, files in variants.items()}
 
 
+#: Generative heads saved under other class names (GPT2LMHeadModel, BartForConditionalGeneration,
+#: MarianMTModel), as the exporter's head check accepts them; a catalog family's tasks decide
+#: (T5/BART/Marian: text2text-generation, the first of their tasks; Whisper: speech recognition).
+_GENERATIVE_CLASSES = {"CausalLM": ("LMHeadModel",), "Seq2SeqLM": ("ForConditionalGeneration", "MTModel")}
+
+
 def _task_from_config(config: dict[str, Any]) -> str | None:
     """The task a checkpoint's saved class implies (``BertForTokenClassification`` ->
     token-classification), from the catalog's task heads; only tasks the model type's family
     can do count (``Wav2Vec2ForSequenceClassification`` is audio-classification, not text)."""
-    heads = [(ending, spec.name) for spec in TASKS.values() if spec.head
-             for ending in (f"For{spec.head}", *spec.head_classes)]
     family = next((f for f in FAMILIES.values() if config.get("model_type") in f.model_types), None)
+    heads = [(ending, spec.name) for spec in TASKS.values() if spec.head
+             for ending in (f"For{spec.head}", *spec.head_classes,
+                            *(_GENERATIVE_CLASSES.get(spec.head, ()) if family else ()))]
     for architecture in config.get("architectures") or []:
         for suffix, task in heads:
             if architecture.endswith(suffix) and (family is None or task in family.tasks):

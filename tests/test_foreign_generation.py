@@ -23,6 +23,7 @@ pytest.importorskip("optimum.exporters.onnx")
 
 from edgeformers.models.errors import BundleError  # noqa: E402
 from edgeformers.runtime import pipeline  # noqa: E402
+from edgeformers.runtime.bundle import Bundle  # noqa: E402
 from edgeformers.runtime.onnx_scan import graph_io  # noqa: E402
 
 PROMPTS = ["ok", "The quick brown fox jumps over", "Café au lait in Zürich 🙂"]
@@ -121,6 +122,8 @@ def test_optimum_cli_decoder_folder_matches_transformers_pipeline(decoder):
     _, checkpoint, folder = decoder
     assert not (folder / "edgeformers.json").exists() and (folder / "model.onnx").is_file()
     _same_as_transformers(folder, checkpoint, full_text=(True, False))
+    # no task given: GPT2LMHeadModel / LlamaForCausalLM name it
+    assert Bundle.open(folder).manifest.task == "text-generation"
 
 
 def test_transformers_js_model_onnx_layout_matches_transformers_pipeline(decoder, tmp_path):
@@ -169,6 +172,8 @@ def test_optimum_cli_seq2seq_folder_matches_transformers_pipeline(bart):
     assert set(ours.bundle.manifest.variants["fp32"].files) == {"encoder_model", "decoder_model_merged"}
     theirs = transformers.pipeline("summarization", model=str(checkpoint))
     assert ours(TEXTS, max_new_tokens=8) == theirs(TEXTS, max_new_tokens=8)
+    # no task given: BartForConditionalGeneration runs the generic encoder-decoder task
+    assert Bundle.open(folder).manifest.task == "text2text-generation"
 
 
 def test_transformers_js_seq2seq_layout_matches_transformers_pipeline(bart, tmp_path):
