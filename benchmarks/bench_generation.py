@@ -242,7 +242,7 @@ def tied_comparison(bundle: Path, threads: int | None, budget: float, quick: boo
     ids = tokenizer(PROMPT, return_tensors="np")["input_ids"].astype(np.int64)
     loops = {"tied": bare_loop(tied, section, ids, threads), "untied": bare_loop(untied, section, ids, threads)}
     same = loops["tied"]() == loops["untied"]()
-    timings = interleaved(loops, 1, budget, 3, 30)
+    timings = interleaved(loops, 1, budget, 1 if quick else 5, 30)
     return {"file_mb": sizes, "session_mb": {k: float(np.median([m["session_mb"] for m in v])) for k, v in memory.items()},
             "ms_per_token": {k: t.median_ms / NEW for k, t in timings.items()}, "same_tokens": same}
 
@@ -266,7 +266,7 @@ def summarizer(threads: int | None, budget: float, quick: bool) -> dict[str, Any
     if threads:
         torch.set_num_threads(threads)
     # the same fixed-length work for both: 4 beams, exactly 40 tokens
-    kwargs = dict(min_length=40, max_length=40)
+    kwargs = dict(min_length=40, max_length=40, truncation=True)
     ours = pipeline("summarization", bundle, device="cpu", dtype="q8", threads=threads)
     theirs = transformers.pipeline("summarization", model=str(checkpoint), device="cpu")
     engines = {"edgeformers q8": lambda: ours(ARTICLE, **kwargs), "torch pipeline": lambda: theirs(ARTICLE, **kwargs)}
@@ -303,7 +303,8 @@ def main() -> None:
     for name in [m for m in args.models.split(",") if m]:
         checkpoint, bundle = ensure_model(name)
         engines = load_engines(name, checkpoint, bundle, dtypes, args.threads, not args.no_optimum)
-        timings = interleaved(engines, plan.warmup, plan.budget, plan.min_rounds, 1000)
+        # a 64-token call takes seconds: --quick times each engine in 2 rounds after one warm-up call
+        timings = interleaved(engines, plan.warmup, plan.budget, 2 if plan.quick else plan.min_rounds, 1000)
         per_token = {engine: t.median_ms / NEW for engine, t in timings.items()}
         floor = {d: weight_bytes_per_token(bundle / "onnx" / f"model{_SUFFIX[d]}.onnx") for d in dtypes}
         rows = []
@@ -369,7 +370,7 @@ def beam_vs_greedy(bundle: Path, threads: int | None, budget: float, quick: bool
     pipe = pipeline("text-generation", bundle, device="cpu", dtype="q8", threads=threads)
     common = dict(do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW, return_full_text=False)
     engines = {"greedy": lambda: pipe(PROMPT, **common), "4 beams": lambda: pipe(PROMPT, num_beams=4, **common)}
-    timings = interleaved(engines, 1, budget / 2, 2 if quick else 5, 50)
+    timings = interleaved(engines, 1, budget / 2, 1 if quick else 5, 50)
     greedy, beams = timings["greedy"].median_ms / NEW, timings["4 beams"].median_ms / NEW
     return {"greedy_ms_per_token": greedy, "beams_ms_per_token": beams, "ratio": ratio(beams, greedy)}
 
