@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from edgeformers.models.errors import BundleError
+from edgeformers.models.processing import special_token
 from edgeformers.runtime.bundle_files import BundleFolder
 from edgeformers.runtime.manifest import Variant
 from edgeformers.runtime.onnx_scan import GraphIO, graph_io
@@ -261,7 +262,35 @@ def encoder_decoder_section(folder: BundleFolder, config: dict[str, Any],
         cross_head_size = _kv_shape(dec, cross_past[0], where)[1]
         if cross_head_size != head_size:
             section["encoder_head_size"] = cross_head_size
+    section.update(language_settings(folder))
     return section
+
+
+def language_settings(folder: BundleFolder) -> dict[str, Any]:
+    """``language_codes`` and ``source_template`` of a tokenizer with language codes
+    (mBART-50, NLLB: tokenizer_config.json names a ``src_lang`` among its
+    ``additional_special_tokens``), as the exporter records them from transformers'
+    ``lang_code_to_id``: code -> token id, and the ids around an encoded text, the source
+    language's code written ``"src_lang"``. ``{}`` for any other tokenizer."""
+    config = folder.read_json("tokenizer_config.json")
+    source = config.get("src_lang")
+    codes = [special_token({"t": t}, "t") for t in config.get("additional_special_tokens") or []]
+    if not isinstance(source, str) or source not in codes or not folder.exists("tokenizer.json"):
+        return {}
+    from edgeformers.runtime.tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer(folder.given, None)
+    ids = {code: tokenizer.token_to_id(code) for code in codes if code}
+    languages = {code: int(i) for code, i in ids.items() if i is not None}
+    plain = list(tokenizer.encode(["a"], truncation=False, add_special_tokens=False)[0].ids)
+    full = list(tokenizer.encode(["a"], truncation=False)[0].ids)
+    start = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), None)
+    if not languages or start is None or not plain:
+        return {}
+    code_ids = set(languages.values())
+    mark = lambda ids: ["src_lang" if t in code_ids else int(t) for t in ids]  # noqa: E731
+    return {"language_codes": languages,
+            "source_template": {"prefix": mark(full[:start]), "suffix": mark(full[start + len(plain):])}}
 
 
 def _first(value: Any, *names: str) -> int | None:

@@ -192,6 +192,24 @@ def test_transformers_js_seq2seq_layout_matches_transformers_pipeline(bart, tmp_
     assert section["encoder"]["inputs"] == {"input_ids": "input_ids", "attention_mask": "attention_mask"}
 
 
+def test_mbart50_folder_takes_language_codes_like_transformers(tmp_path):
+    """mBART-50 in the transformers.js layout: the language codes and the ``[src_lang] text
+    </s>`` template come from tokenizer_config.json and tokenizer.json (transformers reads
+    them from its tokenizer class), so src_lang/tgt_lang translate as transformers does."""
+    from tests.fixtures.seq2seq_checkpoints import build_seq2seq_checkpoint
+
+    checkpoint = build_seq2seq_checkpoint("mbart", tmp_path / "checkpoint")
+    folder = _export(checkpoint, tmp_path / "optimum", "text2text-generation-with-past")
+    repo = _transformers_js(folder, tmp_path / "repo", {
+        name: folder / name for name in ("encoder_model.onnx", "decoder_model_merged.onnx")})
+    ours = pipeline("translation", repo, device="cpu")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
+    assert ours.bundle.manifest.generation["language_codes"] == dict(tokenizer.lang_code_to_id)
+    theirs = transformers.pipeline("translation", model=str(checkpoint))
+    for call in ({"src_lang": "en_XX", "tgt_lang": "de_DE"}, {"src_lang": "fr_XX", "tgt_lang": "ro_RO", "num_beams": 1}):
+        assert ours(TEXTS, max_new_tokens=8, **call) == theirs(TEXTS, max_new_tokens=8, **call)
+
+
 def test_graph_io_equals_the_onnx_package(decoder, bart, tmp_path):
     """Every graph above, a merged decoder (If subgraphs), external data, and a graph that
     lists its initializers as inputs (IR < 4): the walker reads what onnx reads."""
