@@ -210,6 +210,22 @@ def test_mbart50_folder_takes_language_codes_like_transformers(tmp_path):
         assert ours(TEXTS, max_new_tokens=8, **call) == theirs(TEXTS, max_new_tokens=8, **call)
 
 
+@pytest.mark.slow
+def test_optimum_cli_whisper_folder_matches_transformers_pipeline(whisper_tiny_en, tmp_path):
+    """The real whisper-tiny.en exported by optimum (automatic-speech-recognition-with-past):
+    the task comes from WhisperForConditionalGeneration, the encoder-decoder section from the
+    graphs, and the transcript with timestamps is transformers'."""
+    from tests.fixtures.whisper_real import speech
+
+    folder = _export(whisper_tiny_en, tmp_path / "optimum", "automatic-speech-recognition-with-past")
+    ours = pipeline(model=folder, device="cpu")
+    assert ours.task == "automatic-speech-recognition" and not ours.bundle.has_manifest
+    theirs = transformers.pipeline("automatic-speech-recognition", model=str(whisper_tiny_en), device="cpu")
+    audio = speech("short")[0]
+    call = {"return_timestamps": True, "generate_kwargs": {"num_beams": 1}}
+    assert ours(audio, **call) == theirs(audio, **call)
+
+
 def test_graph_io_equals_the_onnx_package(decoder, bart, tmp_path):
     """Every graph above, a merged decoder (If subgraphs), external data, and a graph that
     lists its initializers as inputs (IR < 4): the walker reads what onnx reads."""
