@@ -109,8 +109,10 @@ class Text2TextGenerationPipeline(Pipeline):
             if value is not None and not isinstance(value, bool):
                 raise InputError(f"{name} must be True or False, got {value!r}")
         strategy = truncation_strategy(truncation)
-        if (src_lang is not None or tgt_lang is not None) and given.get("forced_bos_token_id") is None:
-            given["forced_bos_token_id"] = self._language(tgt_lang, "tgt_lang")  # mBART-50: the target code first
+        if src_lang is not None or tgt_lang is not None:
+            target = self._language(tgt_lang, "tgt_lang")
+            if given.get("forced_bos_token_id") is None:  # mBART-50: the target code is the first token
+                given["forced_bos_token_id"] = target
         settings = call_settings(self.defaults, given, self.generator.vocab_size)
         encodings = self._encode(texts, strategy, src_lang)
         results: list[list[dict[str, Any]]] = []
