@@ -3,11 +3,12 @@
 ``generation`` section of kind ``"encoder-decoder"``, validation against PyTorch, and the
 quantized variants (every component quantized, the pair held to greedy-token agreement).
 
-Validation runs the fp32 encoder against PyTorch's, the merged decoder's first step (no
-cache) and a cached step against PyTorch's logits, and greedy decoding through the
-runtime's own :class:`~edgeformers.runtime.generation.seq2seq.Seq2SeqGenerator` against
-``model.generate`` token for token; anything past the family's tolerance is a
-:class:`ValidationError`.
+Validation (exporter/seq2seq_validate.py) runs the fp32 encoder against PyTorch's, the
+merged decoder's first step (no cache) and a cached step against PyTorch's logits, and
+greedy decoding through the runtime's own
+:class:`~edgeformers.runtime.generation.seq2seq.Seq2SeqGenerator` against ``model.generate``
+token for token; anything past the family's tolerance is a :class:`ValidationError`.
+exporter/whisper_export.py reuses the layout, section and variant code here.
 """
 
 from __future__ import annotations
