@@ -50,16 +50,36 @@ def infer_generation(folder: BundleFolder, config: dict[str, Any], task: str,
     manifest; ``({}, variants)`` unchanged for a task that does not generate.
 
     A decoder-only folder that holds ``decoder_model_merged`` (transformers.js's older
-    layout) and no ``model`` runs that graph as its ``model`` component."""
+    layout) and no ``model`` runs that graph as its ``model`` component. The section is read
+    from one graph (fp32's when present); a variant whose graphs take other inputs (a repo
+    mixing ``model.onnx`` with ``decoder_model_merged_quantized.onnx``) is left out, since
+    one section names the inputs of all."""
     if task in DECODER_ONLY_TASKS:
         variants = _decoder_only_variants(folder, variants)
-        return decoder_only_section(folder, config, _reference(folder, variants, "model")), variants
+        reference = _reference(folder, variants, "model")
+        return decoder_only_section(folder, config, reference), _same_inputs(folder, variants, {"model": reference})
     has_encoder = any("encoder_model" in v.files for v in variants.values())
     if task in ENCODER_DECODER_TASKS or (task in _MAYBE_ENCODER_DECODER and has_encoder):
         variants = _encoder_decoder_variants(folder, variants, task)
         graphs = {c: _reference(folder, variants, c) for c in ("encoder_model", _MERGED)}
-        return encoder_decoder_section(folder, config, graphs), variants
+        return encoder_decoder_section(folder, config, graphs), _same_inputs(folder, variants, graphs)
     return {}, variants
+
+
+def _same_inputs(folder: BundleFolder, variants: dict[str, Variant],
+                 reference: dict[str, tuple[str, GraphIO]]) -> dict[str, Variant]:
+    """The variants whose graphs take the reference graphs' inputs (names only: an fp16
+    graph's float16 past is fine, the stepper follows the graph's type)."""
+    kept = {}
+    for dtype, variant in variants.items():
+        differ = [name for component, (_, io) in reference.items()
+                  if set(_io(folder, name := variant.files[component]).input_names) != set(io.input_names)]
+        if differ:
+            logger.warning("%s: variant %s left out: %s take(s) other inputs than %s", folder.given, dtype,
+                           ", ".join(differ), ", ".join(name for name, _ in reference.values()))
+        else:
+            kept[dtype] = variant
+    return kept
 
 
 def _decoder_only_variants(folder: BundleFolder, variants: dict[str, Variant]) -> dict[str, Variant]:
@@ -96,8 +116,11 @@ def _reference(folder: BundleFolder, variants: dict[str, Variant], component: st
     folder has it, else the first variant's (every variant of a repo shares the names)."""
     variant = variants.get("fp32") or next(iter(variants.values()))
     name = variant.files[component]
-    where = f"{folder.given}/{name}"
-    return name, graph_io(folder.path(name, f"{folder.given}: ONNX file"), where)
+    return name, _io(folder, name)
+
+
+def _io(folder: BundleFolder, name: str) -> GraphIO:
+    return graph_io(folder.path(name, f"{folder.given}: ONNX file"), f"{folder.given}/{name}")
 
 
 def _past_names(io: GraphIO, pattern: re.Pattern[str]) -> tuple[list[str], list[str]]:

@@ -156,9 +156,15 @@ def test_transformers_js_merged_decoder_runs_both_branches(decoder_exports, tmp_
     first = _export(checkpoint, tmp_path / "no-past", "text-generation", custom_onnx_configs={"model": no_past})
     merged = tmp_path / "decoder_model_merged.onnx"
     merge_decoders(first / "model.onnx", with_past / "model.onnx", save_path=merged)
-    repo = _transformers_js(with_past, tmp_path / "repo", {"decoder_model_merged.onnx": merged})
+    # a second variant of the same graph kind is kept; one taking other inputs is left out
+    # (stand-ins under the variant names: only the names are read at load time)
+    repo = _transformers_js(with_past, tmp_path / "repo", {"decoder_model_merged.onnx": merged,
+                                                           "decoder_model_merged_fp16.onnx": merged,
+                                                           "model_quantized.onnx": with_past / "model.onnx"})
     ours = pipeline("text-generation", repo, device="cpu")
-    assert ours.bundle.manifest.variants["fp32"].files == {"model": "onnx/decoder_model_merged.onnx"}
+    variants = ours.bundle.manifest.variants
+    assert {d: v.files for d, v in variants.items()} == {"fp32": {"model": "onnx/decoder_model_merged.onnx"},
+                                                         "fp16": {"model": "onnx/decoder_model_merged_fp16.onnx"}}
     assert ours.bundle.manifest.generation["inputs"]["use_cache_branch"] == "use_cache_branch"
     _same_as_transformers(repo, checkpoint)
 
