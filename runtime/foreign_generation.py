@@ -156,9 +156,23 @@ def _missing(io: GraphIO, inputs: tuple[str, ...], outputs: tuple[str, ...] | li
 
 def _settings(folder: BundleFolder, config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """(generation_config.json without its version stamp, a lookup: generation_config, then
-    config.json, then config.json's ``decoder`` (vision encoder-decoders nest it))."""
-    generation = folder.read_json("generation_config.json")
+    config.json, then config.json's ``decoder`` (vision encoder-decoders nest it)).
+
+    Without a generation_config.json (older checkpoints kept num_beams, max_length … in
+    config.json), the generation keys of config.json stand for it, as transformers'
+    ``GenerationConfig.from_model_config`` makes them."""
     decoder = config.get("decoder") if isinstance(config.get("decoder"), dict) else {}
+    if folder.exists("generation_config.json"):
+        generation = folder.read_json("generation_config.json")
+    else:
+        from edgeformers.runtime.generation.arguments import SETTING_NAMES
+        from edgeformers.runtime.pipelines.text2text_settings import GLOBAL_DEFAULTS
+
+        keys = {*SETTING_NAMES, *GLOBAL_DEFAULTS, "decoder_start_token_id", "bos_token_id", "forced_decoder_ids"}
+        generation = {k: v for k, v in config.items() if k in keys and v is not None}
+        # from_model_config: a decoder sub-config fills what the outer config leaves at the default
+        generation.update({k: v for k, v in decoder.items() if k in keys and v is not None
+                           and generation.get(k, GLOBAL_DEFAULTS.get(k)) == GLOBAL_DEFAULTS.get(k)})
 
     def value(name: str) -> Any:
         for source in (generation, config, decoder):

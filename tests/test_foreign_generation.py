@@ -182,6 +182,23 @@ def test_optimum_cli_seq2seq_folder_matches_transformers_pipeline(bart):
     assert Bundle.open(folder).manifest.task == "text2text-generation"
 
 
+def test_generation_settings_kept_in_config_json_count_as_transformers_counts_them(bart, tmp_path):
+    """Older checkpoints have no generation_config.json and keep num_beams, max_length,
+    no_repeat_ngram_size … in config.json; transformers builds its generation config from
+    them (GenerationConfig.from_model_config), and so does the runtime."""
+    checkpoint, folder = bart
+    legacy = {name: Path(shutil.copytree(source, tmp_path / name)) for name, source in
+              (("checkpoint", checkpoint), ("folder", folder))}
+    settings = json.loads((folder / "generation_config.json").read_text())
+    assert settings["num_beams"] > 1 and settings["no_repeat_ngram_size"] and settings["max_length"] != 20
+    for copy in legacy.values():
+        config = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps({**config, **settings}))
+        (copy / "generation_config.json").unlink()
+    ours = pipeline("summarization", legacy["folder"], device="cpu")
+    assert ours(TEXTS) == transformers.pipeline("summarization", model=str(legacy["checkpoint"]))(TEXTS)
+
+
 def test_transformers_js_seq2seq_layout_matches_transformers_pipeline(bart, tmp_path):
     checkpoint, folder = bart
     repo = _transformers_js(folder, tmp_path / "repo", {
