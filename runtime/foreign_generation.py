@@ -41,7 +41,14 @@ _SEQ2SEQ_PAST = re.compile(r"^past_key_values\.(\d+)\.(?:(decoder|encoder)\.)?(k
 _MERGED = "decoder_model_merged"
 _UNMERGED = ("decoder_model", "decoder_with_past_model")
 _DECODER_EXPORT = "export it with `optimum-cli export onnx --task text-generation-with-past`"
-_SEQ2SEQ_EXPORT = "export it with `optimum-cli export onnx --task text2text-generation-with-past`"
+#: optimum's export task for the encoder-decoder tasks that are not text2text.
+_EXPORT_TASKS = {"automatic-speech-recognition": "automatic-speech-recognition-with-past",
+                 "image-to-text": "image-to-text-with-past"}
+
+
+def _seq2seq_export(task: str) -> str:
+    export = _EXPORT_TASKS.get(task, "text2text-generation-with-past")
+    return f"export it with `optimum-cli export onnx --task {export}`"
 
 
 def infer_generation(folder: BundleFolder, config: dict[str, Any], task: str,
@@ -62,7 +69,7 @@ def infer_generation(folder: BundleFolder, config: dict[str, Any], task: str,
     if task in ENCODER_DECODER_TASKS or (task in _MAYBE_ENCODER_DECODER and has_encoder):
         variants = _encoder_decoder_variants(folder, variants, task)
         graphs = {c: _reference(folder, variants, c) for c in ("encoder_model", _MERGED)}
-        return encoder_decoder_section(folder, config, graphs), _same_inputs(folder, variants, graphs)
+        return encoder_decoder_section(folder, config, graphs, task), _same_inputs(folder, variants, graphs)
     return {}, variants
 
 
@@ -106,14 +113,15 @@ def _encoder_decoder_variants(folder: BundleFolder, variants: dict[str, Variant]
                 if any(c in v.files for v in variants.values() for c in _UNMERGED) else "")
         raise BundleError(
             f"{folder.given}: {task} runs an encoder-decoder pair, encoder_model.onnx and "
-            f"decoder_model_merged.onnx{hint}; the folder has {', '.join(found)}: {_SEQ2SEQ_EXPORT}"
+            f"decoder_model_merged.onnx{hint}; the folder has {', '.join(found)}: {_seq2seq_export(task)}"
         )
     return usable
 
 
 def _reference(folder: BundleFolder, variants: dict[str, Variant], component: str) -> tuple[str, GraphIO]:
     """(file name, inputs/outputs) of the graph the section is read from: fp32's when the
-    folder has it, else the first variant's (every variant of a repo shares the names)."""
+    folder has it, else the first variant's (:func:`_same_inputs` then keeps the variants
+    whose graphs take the same inputs)."""
     variant = variants.get("fp32") or next(iter(variants.values()))
     name = variant.files[component]
     return name, _io(folder, name)
@@ -237,8 +245,8 @@ def decoder_only_section(folder: BundleFolder, config: dict[str, Any], graph: tu
     }
 
 
-def encoder_decoder_section(folder: BundleFolder, config: dict[str, Any],
-                            graphs: dict[str, tuple[str, GraphIO]]) -> dict[str, Any]:
+def encoder_decoder_section(folder: BundleFolder, config: dict[str, Any], graphs: dict[str, tuple[str, GraphIO]],
+                            task: str = "text2text-generation") -> dict[str, Any]:
     """The ``"encoder-decoder"`` section of an encoder and a merged decoder: self- and
     cross-attention pasts (``past_key_values.N.decoder/encoder.key/value``), or
     self-attention ones only (``past_key_values.N.key/value``: vision encoder-decoders)."""
@@ -247,15 +255,15 @@ def encoder_decoder_section(folder: BundleFolder, config: dict[str, Any],
     where = f"{folder.given}/{dec_name}"
     if "last_hidden_state" not in enc.output_names:
         raise BundleError(f"{folder.given}/{enc_name}: the encoder has no last_hidden_state output "
-                          f"(it has {', '.join(enc.output_names)}); {_SEQ2SEQ_EXPORT}")
+                          f"(it has {', '.join(enc.output_names)}); {_seq2seq_export(task)}")
     past, present = _past_names(dec, _SEQ2SEQ_PAST)
     if not past:
         raise BundleError(f"{where} has no past_key_values.* inputs: the runtime decodes with a KV cache; "
-                          f"{_SEQ2SEQ_EXPORT}")
+                          f"{_seq2seq_export(task)}")
     missing = _missing(dec, ("input_ids", "encoder_hidden_states"), ["logits", *present])
     if missing:
         raise BundleError(f"{where}: not a merged decoder with past key/values as optimum writes it "
-                          f"(missing {', '.join(missing)}); {_SEQ2SEQ_EXPORT}")
+                          f"(missing {', '.join(missing)}); {_seq2seq_export(task)}")
     optional = [n for n in ("encoder_attention_mask", "use_cache_branch") if dec.input(n) is not None]
     _check_fed(dec, {"input_ids", "encoder_hidden_states", *optional, *past}, where)
     self_past = [n for n in past if ".encoder." not in n]
