@@ -233,6 +233,25 @@ def test_mbart50_folder_takes_language_codes_like_transformers(tmp_path):
         assert ours(TEXTS, max_new_tokens=8, **call) == theirs(TEXTS, max_new_tokens=8, **call)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore:The class `AutoModelForVision2Seq` is deprecated:FutureWarning")
+def test_optimum_cli_image_to_text_folder_matches_transformers_pipeline(tmp_path):
+    """A vision encoder-decoder (ViT + GPT-2) exported by optimum: self-attention pasts only
+    (``past_key_values.N.key``), settings from the nested decoder config; captions as
+    transformers'."""
+    from edgeformers.exporter.vision_inputs import synthetic_image
+    from tests.fixtures.vision_checkpoints import build_image_to_text_checkpoint
+
+    checkpoint = build_image_to_text_checkpoint(tmp_path / "checkpoint")
+    folder = _export(checkpoint, tmp_path / "optimum", "image-to-text-with-past")
+    ours = pipeline(model=folder, device="cpu")
+    assert ours.task == "image-to-text" and ours.bundle.manifest.generation["decoder"]["cross_past_inputs"] == []
+    theirs = transformers.pipeline("image-to-text", model=str(checkpoint))
+    images = [synthetic_image(40, 56, "RGB", seed=0), synthetic_image(64, 48, "L", seed=1, pattern="noise")]
+    for call in ({}, {"generate_kwargs": {"num_beams": 3}}):
+        assert ours(images, **call) == theirs(images, **call)
+
+
 @pytest.mark.slow
 def test_optimum_cli_whisper_folder_matches_transformers_pipeline(whisper_tiny_en, tmp_path):
     """The real whisper-tiny.en exported by optimum (automatic-speech-recognition-with-past):
