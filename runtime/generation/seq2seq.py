@@ -203,46 +203,6 @@ class Seq2SeqGenerator:
         return Decoding(stepper, ids, settings, self.layout.max_positions, stop).run()
 
 
-def infer_section(encoder: OnnxModel, decoder: OnnxModel, config: dict[str, Any],
-                  generation_config: dict[str, Any]) -> dict[str, Any]:
-    """The ``generation`` section of a folder without a manifest (a plain ``optimum-cli
-    export onnx`` output, a transformers.js repo): names and cache shapes from the graphs
-    as onnxruntime sees them, token ids and defaults from config.json and
-    generation_config.json. Language codes and source templates are not inferred."""
-    shapes = {arg.name: list(arg.shape) for arg in decoder.session.get_inputs()}
-    past = [name for name in shapes if name.startswith("past_key_values.")]
-    self_past = [name for name in past if ".decoder." in name]
-    if not self_past or "encoder_hidden_states" not in shapes or "logits" not in decoder.output_names:
-        raise BundleError(f"{decoder.path.name}: not a merged decoder as optimum writes it (past_key_values.*.decoder.*, "
-                          "encoder_hidden_states, logits)")
-    heads, head_size = shapes[self_past[0]][1], shapes[self_past[0]][3]
-    value = lambda name: generation_config.get(name, config.get(name))  # noqa: E731
-    first = lambda *names: next((config[n] for n in names if isinstance(config.get(n), int)), None)  # noqa: E731
-    eos = value("eos_token_id")
-    return {
-        "kind": KIND,
-        "encoder": {"component": "encoder_model", "inputs": {name: name for name in encoder.input_names},
-                    "output": "last_hidden_state"},
-        "decoder": {"component": "decoder_model_merged",
-                    "inputs": {"input_ids": "input_ids", "encoder_hidden_states": "encoder_hidden_states",
-                               "encoder_attention_mask": "encoder_attention_mask" if "encoder_attention_mask" in shapes
-                               else None,
-                               "use_cache_branch": "use_cache_branch" if "use_cache_branch" in shapes else None},
-                    "logits": "logits", "past_inputs": past,
-                    "present_outputs": [name.replace("past_key_values.", "present.", 1) for name in past],
-                    "cross_past_inputs": [name for name in past if ".encoder." in name]},
-        "num_layers": len(self_past) // 2,
-        "num_kv_heads": heads if isinstance(heads, int) else first("decoder_attention_heads", "num_heads"),
-        "head_size": head_size if isinstance(head_size, int) else None,
-        "max_positions": first("max_position_embeddings", "max_target_positions"),
-        "vocab_size": first("vocab_size"),
-        "decoder_start_token_id": value("decoder_start_token_id"),
-        "eos_token_id": [eos] if isinstance(eos, int) else list(eos or []),
-        "pad_token_id": value("pad_token_id"),
-        "defaults": {k: v for k, v in generation_config.items() if k != "transformers_version"},
-    }
-
-
 def _check_new_tokens(settings: GenerationSettings, fed: int, max_positions: int | None) -> None:
     """At least one new token, and no more than the decoder has positions for (its
     position table has no row past them: a typed error here, not one from onnxruntime)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.models.processing import decode_strips
-from edgeformers.runtime.generation.seq2seq import KIND, Seq2SeqGenerator, infer_section
+from edgeformers.runtime.generation.seq2seq import KIND, Seq2SeqGenerator
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
     check_fits,
@@ -41,10 +41,6 @@ class Text2TextGenerationPipeline(Pipeline):
 
     def prepare(self) -> None:
         section = self.bundle.manifest.generation
-        if not section and not self.bundle.has_manifest:  # optimum-cli / transformers.js folder: from the graphs
-            section = infer_section(self.models["encoder_model"], self.models["decoder_model_merged"],
-                                    self.bundle.read_json("config.json"),
-                                    self.bundle.read_json("generation_config.json"))
         if section.get("kind") != KIND:
             raise BundleError(f"{self.bundle.path}: the manifest has no encoder-decoder generation section; "
                               f"{self.task} needs a bundle exported by edgeformers with --task {self.task}")
