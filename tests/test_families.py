@@ -121,6 +121,11 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "wav2vec2": "tests.test_speech_recognition_ctc",  # and tests.test_audio_classification
     "hubert": "tests.test_speech_recognition_ctc",
     "ast": "tests.test_audio_classification",
+    "bart": "tests.test_seq2seq",
+    "t5": "tests.test_seq2seq",
+    "mbart": "tests.test_seq2seq",
+    "marian": "tests.test_seq2seq",
+    "whisper": "tests.test_whisper",
 }
 
 

@@ -31,6 +31,8 @@ CASES = {
     "mbart": ("translation", {"src_lang": "en_XX", "tgt_lang": "de_DE"}),
     "marian": ("translation", {}),
 }
+#: The catalog families this module proves (tests/test_families.py's TESTED_ELSEWHERE).
+ARCHS = tuple(CASES)
 _LOCK = threading.Lock()
 
 
