@@ -26,6 +26,7 @@ transformers = pytest.importorskip("transformers")
 #: The catalog family this module proves (tests/test_families.py's TESTED_ELSEWHERE).
 ARCHS = ("whisper",)
 
+
 @pytest.fixture(scope="module")
 def whisper_bundle(whisper_tiny_en: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle = tmp_path_factory.mktemp("whisper-bundle") / "whisper-tiny.en"
