@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,29 +174,44 @@ def fp32_variant(work: Path, fp32: dict[str, Path]) -> Any:
     return Variant("fp32", {c: g.relative_to(work).as_posix() for c, g in fp32.items()})
 
 
-def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any, dtypes: list[str],
-                  atol: float | None, step: Any, external_data: bool, allow_degraded: bool, options: Any,
-                  optimize: str | None, min_agreement: float | None) -> Any:
-    """exporter/build.py's ``_build`` from optimum's output on, for an encoder-decoder:
-    the same shared files and manifest, two graphs per variant."""
+@dataclass(frozen=True)
+class TwoGraphKind:
+    """What one kind of encoder + merged-decoder export (text, Whisper, image-to-text) does
+    its own way; everything else about the bundle is :func:`build_two_graphs`'s.
+
+    ``agreement(work, task, generation, fp32, processing, min_agreement)`` returns the check
+    that holds each variant to greedy-token agreement with fp32."""
+
+    section: Callable[[Path, dict[str, Any], dict[str, Path]], dict[str, Any]]
+    validate: Callable[[Path, Path, dict[str, Path], dict[str, Any], float], dict[str, Any]]
+    agreement: Callable[..., Any]
+    copy_files: Callable[[Path, Path], None] | None = None
+    extra_files: tuple[str, ...] = ()
+
+
+def build_two_graphs(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any, dtypes: list[str],
+                     atol: float | None, step: Any, external_data: bool, allow_degraded: bool, options: Any,
+                     min_agreement: float | None, kind: TwoGraphKind) -> Any:
+    """exporter/build.py's ``_build`` from optimum's output (``raw``) on, for an encoder and
+    a merged decoder: the same shared files and manifest as any bundle, two graphs per variant."""
     from edgeformers.exporter import build
     from edgeformers.exporter.onnx_files import restore, uses_external_data
     from edgeformers.runtime.bundle import processing_settings, read_json
     from edgeformers.runtime.manifest import Manifest, describe_files
 
-    if optimize:
-        raise ExportError(f"--optimize {optimize}: encoder-decoder exports take no graph optimization yet")
     onnx_dir = work / "onnx"
     onnx_dir.mkdir()
     fp32 = place_graphs(raw, onnx_dir)
     for file in raw.iterdir():
-        if file.is_file() and not file.name.endswith((".onnx", EXTERNAL_DATA_SUFFIX)):
+        if file.is_file() and not file.name.endswith(".onnx") and ".onnx" + EXTERNAL_DATA_SUFFIX not in file.name:
             shutil.move(str(file), str(work / file.name))
     shutil.rmtree(raw)
     for graph in fp32.values():
         restore(graph, external_data)
+    if kind.copy_files is not None:
+        kind.copy_files(checkpoint.path, work)
     build._ensure_fast_tokenizer(checkpoint.path, work)
-    for name in build._EXTRA_FILES:
+    for name in (*kind.extra_files, *build._EXTRA_FILES):
         if (checkpoint.path / name).is_file() and not (work / name).exists():
             shutil.copyfile(checkpoint.path / name, work / name)
     config = read_json(work / "config.json", required=True)
@@ -203,11 +220,11 @@ def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any
     processing = processing_settings(work, config)
     tolerance = family.atol if atol is None else atol
     step(f"[2/4] validating fp32 encoder and decoder against PyTorch (atol {tolerance:g})")
-    generation = generation_section(work, config, fp32)
-    validation = {"fp32": validate_seq2seq(checkpoint.path, work, fp32, generation, tolerance)}
+    generation = kind.section(work, config, fp32)
+    validation = {"fp32": kind.validate(checkpoint.path, work, fp32, generation, tolerance)}
     variants = {"fp32": fp32_variant(work, fp32)}
     if dtypes[1:]:
-        check = Seq2SeqAgreement(work, spec.name, generation, fp32, processing.get("max_length"), min_agreement)
+        check = kind.agreement(work, spec.name, generation, fp32, processing, min_agreement)
         made, reports = make_variants(work, fp32, dtypes[1:], family, check, allow_degraded, options, step)
         variants.update(made)
         validation.update(reports)
@@ -219,6 +236,25 @@ def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any
     manifest.files = describe_files(work)
     manifest.write(work)
     return manifest
+
+
+def _text_agreement(work: Path, task: str, generation: dict[str, Any], fp32: dict[str, Path],
+                    processing: dict[str, Any], min_agreement: float | None) -> Seq2SeqAgreement:
+    return Seq2SeqAgreement(work, task, generation, fp32, processing.get("max_length"), min_agreement)
+
+
+#: Text encoder-decoders (BART, T5, mBART, Marian).
+TEXT = TwoGraphKind(section=generation_section, validate=validate_seq2seq, agreement=_text_agreement)
+
+
+def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any, dtypes: list[str],
+                  atol: float | None, step: Any, external_data: bool, allow_degraded: bool, options: Any,
+                  optimize: str | None, min_agreement: float | None) -> Any:
+    """A text encoder-decoder bundle from optimum's output."""
+    if optimize:
+        raise ExportError(f"--optimize {optimize}: encoder-decoder exports take no graph optimization yet")
+    return build_two_graphs(checkpoint, work, raw, spec, family, dtypes, atol, step, external_data, allow_degraded,
+                            options, min_agreement, TEXT)
 
 
 def _first(config: dict[str, Any], *names: str) -> int | None:
@@ -234,5 +270,5 @@ def _read(path: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
-__all__ = ["COMPONENTS", "Seq2SeqAgreement", "build_seq2seq", "generation_section", "is_seq2seq", "make_variants",
+__all__ = ["COMPONENTS", "Seq2SeqAgreement", "TwoGraphKind", "build_seq2seq", "build_two_graphs", "generation_section", "is_seq2seq", "make_variants",
            "place_graphs", "validate_seq2seq"]

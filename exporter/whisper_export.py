@@ -16,7 +16,6 @@ greedy-token agreement with fp32 (both graphs of the variant).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -163,59 +162,29 @@ class WhisperAgreement:
         return task_agreement(self.reference, self._run(graphs), self.check)
 
 
+def _agreement(work: Path, task: str, generation: dict[str, Any], fp32: dict[str, Path], processing: dict[str, Any],
+               min_agreement: float | None) -> WhisperAgreement:
+    return WhisperAgreement(work, task, generation, fp32, min_agreement)
+
+
 def build_whisper(checkpoint: Any, work: Path, spec: Any, family: Any, dtypes: list[str], opset: int | None,
                   atol: float | None, step: Any, external_data: bool, allow_degraded: bool, options: Any,
                   optimize: str | None, min_agreement: float | None) -> Any:
-    """exporter/build.py's ``_build`` for Whisper: optimum's two graphs, the seq2seq bundle
-    layout and manifest, Whisper's validation and agreement."""
+    """exporter/build.py's ``_build`` for Whisper: optimum's two graphs in the seq2seq bundle
+    layout, Whisper's validation and agreement, the feature extractor's files."""
     from edgeformers.exporter import build
     from edgeformers.exporter.audio_inputs import copy_audio_files
-    from edgeformers.exporter.onnx_files import restore, uses_external_data
-    from edgeformers.exporter.seq2seq import fp32_variant, generation_section, make_variants, place_graphs
-    from edgeformers.runtime.bundle import processing_settings, read_json
-    from edgeformers.runtime.manifest import Manifest, describe_files
+    from edgeformers.exporter.seq2seq import TwoGraphKind, build_two_graphs, generation_section
 
     if optimize:
         raise ExportError(f"--optimize {optimize}: Whisper exports take no graph optimization yet")
     step(f"[1/4] exporting {EXPORT_TASK} (encoder_model + decoder_model_merged) with optimum")
     raw = work / "_optimum"
     build._optimum_export(checkpoint.path, raw, EXPORT_TASK, opset)
-    onnx_dir = work / "onnx"
-    onnx_dir.mkdir()
-    fp32 = place_graphs(raw, onnx_dir)
-    for file in raw.iterdir():
-        if file.is_file() and not file.name.endswith(".onnx") and ".onnx_data" not in file.name:
-            shutil.move(str(file), str(work / file.name))
-    shutil.rmtree(raw)
-    for graph in fp32.values():
-        restore(graph, external_data)
-    copy_audio_files(checkpoint.path, work)
-    build._ensure_fast_tokenizer(checkpoint.path, work)
-    for name in build._EXTRA_FILES:
-        if (checkpoint.path / name).is_file() and not (work / name).exists():
-            shutil.copyfile(checkpoint.path / name, work / name)
-    config = read_json(work / "config.json", required=True)
-    if uses_external_data(fp32["encoder_model"]):
-        build._mark_external_data(work / "config.json", config)
-    processing = processing_settings(work, config)
-    tolerance = family.atol if atol is None else atol
-    step(f"[2/4] validating fp32 encoder and decoder against PyTorch (atol {tolerance:g})")
-    generation = generation_section(work, config, fp32)
-    validation = {"fp32": validate_whisper(checkpoint.path, work, fp32, generation, tolerance)}
-    variants = {"fp32": fp32_variant(work, fp32)}
-    if dtypes[1:]:
-        check = WhisperAgreement(work, spec.name, generation, fp32, min_agreement)
-        made, reports = make_variants(work, fp32, dtypes[1:], family, check, allow_degraded, options, step)
-        variants.update(made)
-        validation.update(reports)
-    step("[4/4] writing the manifest")
-    inputs, outputs = build._graph_io(fp32["decoder_model_merged"])
-    manifest = Manifest(task=spec.name, model_type=config["model_type"], variants=variants,
-                        source=checkpoint.describe(), inputs=inputs, outputs=outputs, processing=processing,
-                        generation=generation, validation=validation, tools=build._tool_versions())
-    manifest.files = describe_files(work)
-    manifest.write(work)
-    return manifest
+    kind = TwoGraphKind(section=generation_section, validate=validate_whisper, agreement=_agreement,
+                        copy_files=copy_audio_files)
+    return build_two_graphs(checkpoint, work, raw, spec, family, dtypes, atol, step, external_data, allow_degraded,
+                            options, min_agreement, kind)
 
 
 def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
