@@ -159,3 +159,20 @@ def test_validate_rechecks_the_bundle_against_pytorch(exported):
     reports = validate_bundle(bundle)
     assert reports["fp32"]["passed"] and reports["fp32"]["max_abs_diff"]["logits"] <= 1e-4
     assert reports["q8"]["value"] == Manifest.read(bundle).validation["q8"]["value"]
+
+
+def test_cli_run_classifies_an_image_file(exported, tmp_path):
+    """`edgeformers run BUNDLE cat.jpg -o top_k=3` (the README's command) prints transformers' labels as JSON."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    checkpoint, bundle = exported("vit")
+    path = tmp_path / "cat.png"
+    images()[0].save(path)
+    result = CliRunner().invoke(cli, ["run", str(bundle), str(path), "-o", "top_k=3"])
+    assert result.exit_code == 0, result.output
+    theirs = transformers.pipeline("image-classification", model=str(checkpoint), device="cpu")(str(path), top_k=3)
+    same_ranked(json.loads(result.output), theirs)

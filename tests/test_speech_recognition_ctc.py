@@ -217,3 +217,18 @@ def test_ctc_decoding_equals_wav2vec2_tokenizer(tmp_path, options: dict) -> None
                                           for o in expected.char_offsets]
         assert ours.word_offsets(ids) == [{k: (int(v) if k != "word" else v) for k, v in o.items()}
                                           for o in expected.word_offsets]
+
+
+def test_cli_run_transcribes_a_wav_file(ctc: tuple[Path, Path], reference, tmp_path) -> None:
+    """`edgeformers run BUNDLE speech.wav` (the README's command) prints transformers' transcript as JSON."""
+    soundfile = pytest.importorskip("soundfile")
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    audio = synthetic_audio("speechlike", 1.5, RATE, seed=4)
+    path = tmp_path / "speech.wav"
+    soundfile.write(str(path), audio, RATE, subtype="FLOAT")
+    result = CliRunner().invoke(cli, ["run", str(ctc[1]), str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == reference(soundfile.read(str(path), dtype="float32")[0])
