@@ -196,6 +196,7 @@ def build_two_graphs(checkpoint: Any, work: Path, raw: Path, spec: Any, family: 
     a merged decoder: the same shared files and manifest as any bundle, two graphs per variant."""
     from edgeformers.exporter import build
     from edgeformers.exporter.onnx_files import restore, uses_external_data
+    from edgeformers.exporter.tied_embeddings import tie_embeddings
     from edgeformers.runtime.bundle import processing_settings, read_json
     from edgeformers.runtime.manifest import Manifest, describe_files
 
@@ -208,6 +209,8 @@ def build_two_graphs(checkpoint: Any, work: Path, raw: Path, spec: Any, family: 
     shutil.rmtree(raw)
     for graph in fp32.values():
         restore(graph, external_data)
+    # the tied embedding table stored once (exporter/tied_embeddings.py), before validation checks the graph
+    tie_embeddings(fp32["decoder_model_merged"])
     if kind.copy_files is not None:
         kind.copy_files(checkpoint.path, work)
     build._ensure_fast_tokenizer(checkpoint.path, work)

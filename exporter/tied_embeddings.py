@@ -48,12 +48,18 @@ Pair = tuple[str, str]  # (table read by the Gather, [hidden, vocab] copy read b
 
 def find_tied(graph: Any, min_elements: int = MIN_ELEMENTS) -> list[tuple[str, str, str]]:
     """``(table, copy, relation)`` for each 2-D initializer ``copy`` that equals ``table``
-    transposed ("transpose") or as is ("equal"); a table some Gather reads is kept."""
+    transposed ("transpose") or as is ("equal"); a table some Gather reads is kept.
+
+    Only ``graph``'s own initializers are compared, but their consumers may sit anywhere
+    below it: optimum's merged decoder (an If node on ``use_cache_branch``) keeps the
+    weights of both branches in the outer graph, so the Transpose written here in the
+    outer graph serves the LM head of either branch (outer values are visible inside)."""
     from onnx import numpy_helper
 
     sizes = {init.name: tuple(init.dims) for init in graph.initializer
              if len(init.dims) == 2 and int(np.prod(init.dims)) >= min_elements}
-    gathered = {node.input[0] for node in graph.node if node.op_type == "Gather"}
+    # a merged decoder's Gathers sit inside its If branches, reading the outer graph's table
+    gathered = {node.input[0] for node in _all_nodes(graph) if node.op_type == "Gather"}
     names = sorted(sizes, key=lambda n: (n not in gathered, n))
     candidates = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
                   if sizes[b] == sizes[a] or sizes[b] == sizes[a][::-1]]
@@ -193,12 +199,14 @@ def share_4bit_embedding(model: Any, pairs: list[Pair], block_size: int) -> list
     inits = {init.name: init for init in graph.initializer}
     shared = []
     for table, copy in pairs:
+        # a merged decoder has one head and one lookup per If branch, all reading the outer graph's weights
         heads = [n for n in _all_nodes(graph) if n.op_type == "MatMulNBits" and n.input[1].startswith(copy + "_Q")]
-        gathers = [n for n in graph.node if table in n.input]
-        if (len(heads) != 1 or len(heads[0].input) > 3 or _attr(heads[0], "bits") != 4
-                or _attr(heads[0], "block_size") != block_size or not gathers
+        gathers = [(owner, n) for owner, n in _owned_nodes(graph) if table in n.input]
+        if (not heads or len({tuple(h.input) for h in heads}) != 1 or len(heads[0].input) > 3
+                or heads[0].input[1] not in inits or heads[0].input[2] not in inits
+                or any(_attr(h, "bits") != 4 or _attr(h, "block_size") != block_size for h in heads) or not gathers
                 or not all(n.op_type == "Gather" and n.input[0] == table and _attr(n, "axis", 0) == 0
-                           for n in gathers)):
+                           for _, n in gathers)):
             logger.info("q4: the embedding %s keeps its own table (head not plain symmetric 4-bit)", table)
             continue
         head = heads[0]
@@ -207,24 +215,25 @@ def share_4bit_embedding(model: Any, pairs: list[Pair], block_size: int) -> list
         scales_3d = f"{head.input[2]}/as_blocks"
         graph.initializer.append(numpy_helper.from_array(np.array([vocab, blocks, 1], dtype=np.int64),
                                                          scales_3d + "_shape"))
-        nodes = [helper.make_node("Reshape", [head.input[2], scales_3d + "_shape"], [scales_3d],
-                                  name=scales_3d)]
-        for gather in gathers:
-            prefix, out = f"{gather.name or table}/block_quantized", gather.output[0]
-            nodes += [
+        graph.initializer.append(numpy_helper.from_array(np.array([hidden], dtype=np.int64), f"{table}/hidden"))
+        graph.node.insert(0, helper.make_node("Reshape", [head.input[2], scales_3d + "_shape"], [scales_3d],
+                                              name=scales_3d))
+        for index, (owner, gather) in enumerate(gathers):
+            prefix, out = f"{gather.name or table}/block_quantized_{index}", gather.output[0]
+            nodes = [
                 helper.make_node("GatherBlockQuantized", [head.input[1], gather.input[1], scales_3d],
                                  [prefix + "_blocks"], name=prefix, domain="com.microsoft",
                                  bits=4, block_size=block_size, gather_axis=0, quantize_axis=2),
                 helper.make_node("Shape", [gather.input[1]], [prefix + "_ids_shape"], name=prefix + "/shape"),
-                helper.make_node("Concat", [prefix + "_ids_shape", prefix + "_hidden"], [prefix + "_out_shape"],
+                helper.make_node("Concat", [prefix + "_ids_shape", f"{table}/hidden"], [prefix + "_out_shape"],
                                  name=prefix + "/concat", axis=0),
                 helper.make_node("Reshape", [prefix + "_blocks", prefix + "_out_shape"], [out],
                                  name=prefix + "/reshape"),
             ]
-            graph.initializer.append(numpy_helper.from_array(np.array([hidden], dtype=np.int64), prefix + "_hidden"))
-            graph.node.remove(gather)
-        for node in reversed(nodes):
-            graph.node.insert(0, node)
+            position = list(owner.node).index(gather)  # where the lookup was: its inputs exist by then
+            owner.node.remove(gather)
+            for node in reversed(nodes):
+                owner.node.insert(position, node)
         saved = _nbytes(inits[table])
         _drop_initializer(graph, table)
         shared.append({"table": head.input[1], "copy": table, "relation": "4-bit blocks",
@@ -252,6 +261,17 @@ def _all_nodes(graph: Any) -> Iterator[Any]:
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                 yield from _all_nodes(sub)
+
+
+def _owned_nodes(graph: Any) -> Iterator[tuple[Any, Any]]:
+    """``(graph the node belongs to, node)`` for every node, subgraphs included."""
+    import onnx
+
+    for node in graph.node:
+        yield graph, node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _owned_nodes(sub)
 
 
 def _consumers(graph: Any, name: str) -> list[Any]:
