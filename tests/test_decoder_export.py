@@ -134,10 +134,15 @@ def test_q4_variants_are_held_to_greedy_token_agreement(tied, dtype):
 # --------------------------------------------------------------------------- merged decoders
 
 
+#: arch -> task of the tiny encoder-decoders exported with fp32, q8 and q4 (tied input/output embeddings)
+MERGED = {"bart": "summarization", "t5": "translation_en_to_fr"}
+
+
 @pytest.fixture(scope="module")
-def seq2seq_bundle(tmp_path_factory):
-    """A tiny random BART summarizer exported with fp32, q8 and q4: its
-    decoder_model_merged keeps every weight inside the two branches of one If node."""
+def merged_export(tmp_path_factory):
+    """arch -> (checkpoint, bundle): a tiny random encoder-decoder exported with fp32, q8
+    and q4, once per module; its decoder_model_merged is one If node whose two branches
+    read the outer graph's weights."""
     from click.testing import CliRunner
 
     from edgeformers.runtime.cli import cli
@@ -145,12 +150,26 @@ def seq2seq_bundle(tmp_path_factory):
     from tests.fixtures.seq2seq_checkpoints import build_seq2seq_checkpoint
 
     root = tmp_path_factory.mktemp("merged")
-    checkpoint = build_seq2seq_checkpoint("bart", root / "checkpoint")
-    args = ["export", str(checkpoint), str(root / "bundle"), "--task", "summarization", "--dtype", "fp32,q8,q4",
-            *floor_args("summarization")]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    return root / "bundle"
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(arch: str) -> tuple[Path, Path]:
+        if arch not in made:
+            checkpoint = build_seq2seq_checkpoint(arch, root / f"{arch}-checkpoint")
+            bundle = root / f"{arch}-bundle"
+            args = ["export", str(checkpoint), str(bundle), "--task", MERGED[arch], "--dtype", "fp32,q8,q4",
+                    *floor_args(MERGED[arch])]
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+            made[arch] = (checkpoint, bundle)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def seq2seq_bundle(merged_export):
+    """The tiny BART summarizer's bundle (fp32, q8, q4)."""
+    return merged_export("bart")[1]
 
 
 def _branch_ops(model) -> dict[str, Counter]:
@@ -184,6 +203,7 @@ def test_merged_decoder_is_quantized_inside_both_if_branches(seq2seq_bundle, dty
     target = seq2seq_bundle / manifest["variants"][dtype]["files"]["decoder_model_merged"]
     fp32, quantized = onnx.load(str(fp32_path)), onnx.load(str(target))
     weights = {i.name for i in fp32.graph.initializer}
+    weights |= {n.output[0] for n in fp32.graph.node if n.op_type == "Transpose"}  # the tied LM head's weight
     before, after = _branch_ops(fp32), _branch_ops(quantized)
     for branch, ops in before.items():
         graph = _if_branch(fp32, branch)
@@ -205,3 +225,75 @@ def test_merged_decoder_is_quantized_inside_both_if_branches(seq2seq_bundle, dty
 def _if_branch(model, branch: str):
     [node] = [n for n in model.graph.node if n.op_type == "If"]
     return next(attr.g for attr in node.attribute if attr.name == branch)
+
+
+# --------------------------------------------------------------------------- tied tables in merged decoders
+
+
+def _walk(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _walk(attr.g)
+
+
+def _merged(bundle: Path, dtype: str):
+    manifest = json.loads((bundle / "edgeformers.json").read_text())
+    return onnx.load(str(bundle / manifest["variants"][dtype]["files"]["decoder_model_merged"]))
+
+
+@pytest.mark.parametrize("arch", list(MERGED))
+def test_merged_decoder_stores_the_tied_table_once_and_still_matches_transformers(merged_export, arch):
+    """The fp32 merged decoder's weights add up to the PyTorch decoder's parameters (the
+    embedding table tied to the LM head counted once), and greedy outputs through the
+    rewritten graph are still transformers' pipeline's."""
+    from onnx import helper
+
+    checkpoint, bundle = merged_export(arch)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(checkpoint))
+    assert model.config.tie_word_embeddings
+    vocab, hidden = model.get_input_embeddings().weight.shape
+    decoder = list(model.get_decoder().parameters()) + [model.get_output_embeddings().weight]
+    params = {id(p): p for p in decoder if p.dim() >= 2}  # the tied head weight is the embedding's: counted once
+    param_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    graph = _merged(bundle, "fp32")
+    # the weight matrices (biases and norms are 1-D; BART's final_logits_bias buffer is [1, vocab])
+    matrices = [i for i in graph.graph.initializer if len(i.dims) >= 2 and min(i.dims) > 1]
+    stored = sum(int(np.prod(i.dims)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
+                 for i in matrices)
+    assert stored == param_bytes  # a second copy of the table would add vocab x hidden x 4 bytes
+    [table] = _vocab_tables(graph, vocab, hidden)
+    users = Counter(n.op_type for n in _walk(graph.graph) if table in n.input)
+    assert users == Counter({"Gather": 2, "Transpose": 1})  # a lookup per If branch, the head through Transpose
+    report = json.loads((bundle / "edgeformers.json").read_text())["validation"]["fp32"]
+    assert report["passed"] and max(report["max_abs_diff"].values()) <= report["atol"]
+    texts = ["The quick brown fox jumps over the lazy dog.", "Café au lait in Zürich costs five euros"]
+    theirs = transformers.pipeline(MERGED[arch], model=str(checkpoint))
+    ours = pipeline(MERGED[arch], bundle, device="cpu")
+    call = {"num_beams": 1, "max_new_tokens": 8}
+    assert ours(texts, **call) == theirs(texts, **call)
+
+
+@pytest.mark.parametrize("arch", list(MERGED))
+def test_merged_decoder_q8_and_q4_keep_one_table_and_pass_agreement(merged_export, arch):
+    """q8: one int8 table, read by both branches' lookups and (transposed) by both heads;
+    q4: the heads' 4-bit blocks, read by both lookups through GatherBlockQuantized."""
+    checkpoint, bundle = merged_export(arch)
+    config = transformers.AutoConfig.from_pretrained(str(checkpoint))
+    vocab, hidden = config.vocab_size, config.d_model
+    manifest = json.loads((bundle / "edgeformers.json").read_text())
+    q8 = _merged(bundle, "q8")
+    [table] = _vocab_tables(q8, vocab, hidden)
+    assert Counter(n.op_type for n in _walk(q8.graph) if table in n.input) == Counter({"Gather": 2, "Transpose": 1})
+    assert _sizes(q8)[table] == (vocab, hidden)
+    q4 = _merged(bundle, "q4")
+    [blocks] = _vocab_tables(q4, vocab, hidden)
+    users = Counter(n.op_type for n in _walk(q4.graph) if blocks in n.input)
+    assert users == Counter({"MatMulNBits": 2, "GatherBlockQuantized": 2})
+    quantization = manifest["variants"]["q4"]["quantization"]["components"]["decoder_model_merged"]
+    assert quantization["embeddings"].startswith("4-bit, shared")
+    for dtype in ("q8", "q4"):
+        report = manifest["validation"][dtype]
+        assert report["metric"] == GREEDY_TOKEN_AGREEMENT and report["passed"]
+        assert report["value"] >= floor_for(MERGED[arch])
