@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeformers.exporter.validate import VALIDATION_TEXTS
+from edgeformers.exporter.validate import VALIDATION_TEXTS, note_max_diff
 from edgeformers.models.errors import ExportError, ValidationError
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
@@ -89,18 +89,18 @@ def validate_decoder(checkpoint: Path, folder: Path, graph: Path, atol: float) -
             want = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
                          position_ids=torch.from_numpy(_positions(mask, ids.shape[1])), use_cache=True)
             got = _run(session, section, ids, mask, None)
-            _note(diffs, "logits_without_past", got["logits"], want.logits.float().numpy())
+            note_max_diff(diffs, "logits_without_past", got["logits"], want.logits.float().numpy())
             for layer in range(section["num_layers"]):
                 keys, values = want.past_key_values[layer][:2]
-                _note(diffs, "present_without_past", got[f"present.{layer}.key"], keys.float().numpy())
-                _note(diffs, "present_without_past", got[f"present.{layer}.value"], values.float().numpy())
+                note_max_diff(diffs, "present_without_past", got[f"present.{layer}.key"], keys.float().numpy())
+                note_max_diff(diffs, "present_without_past", got[f"present.{layer}.value"], values.float().numpy())
             next_ids = got["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
             mask = np.concatenate([mask, np.ones_like(next_ids)], axis=1)
             want = model(input_ids=torch.from_numpy(next_ids), attention_mask=torch.from_numpy(mask),
                          position_ids=torch.from_numpy(_positions(mask, 1)), past_key_values=want.past_key_values,
                          use_cache=True)
             got = _run(session, section, next_ids, mask, got)
-            _note(diffs, "logits_with_past", got["logits"], want.logits.float().numpy())
+            note_max_diff(diffs, "logits_with_past", got["logits"], want.logits.float().numpy())
     failures = {k: v for k, v in diffs.items() if not v <= atol}
     if failures:
         listing = ", ".join(f"{k}: {v:.3g}" for k, v in failures.items())
@@ -127,11 +127,6 @@ def _run(session: Any, section: dict[str, Any], ids: np.ndarray, mask: np.ndarra
     names = ["logits", *section["present_outputs"]]
     return dict(zip(names, session.run(names, feed)))
 
-
-def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
-    if got.shape != want.shape:
-        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
-    diffs[name] = max(diffs[name], float(np.abs(got - want).max(initial=0.0)))
 
 
 def _first(config: dict[str, Any], *names: str) -> int | None:

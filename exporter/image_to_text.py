@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeformers.exporter.seq2seq import TwoGraphKind
+from edgeformers.exporter.validate import note_max_diff
 from edgeformers.models.errors import ExportError, ValidationError
 
 EXPORT_TASK = "image-to-text-with-past"
@@ -136,15 +138,15 @@ def validate_image_to_text(checkpoint: Path, folder: Path, graphs: dict[str, Pat
         for pixels in batches:
             stepper = generator.stepper({"pixel_values": pixels})
             encoded = model.encoder(pixel_values=torch.from_numpy(pixels))
-            _note(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.numpy())
+            note_max_diff(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.numpy())
             first = np.full((len(pixels), 1), start, dtype=np.int64)
             want = model(encoder_outputs=encoded, decoder_input_ids=torch.from_numpy(first), use_cache=True)
             got = stepper.step(first)
-            _note(diffs, "logits_without_past", got, want.logits[:, -1].numpy())
+            note_max_diff(diffs, "logits_without_past", got, want.logits[:, -1].numpy())
             nxt = got.argmax(-1)[:, None].astype(np.int64)
             want = model(encoder_outputs=encoded, decoder_input_ids=torch.from_numpy(nxt),
                          past_key_values=want.past_key_values, use_cache=True)
-            _note(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].numpy())
+            note_max_diff(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].numpy())
             expected = model.generate(pixel_values=torch.from_numpy(pixels), generation_config=plain).numpy()[:, 1:]
             tokens = _greedy(generator, pixels, section)
             rows += len(tokens)
@@ -201,47 +203,18 @@ def build_image_to_text(checkpoint: Any, work: Path, spec: Any, family: Any, dty
     """exporter/build.py's ``_build`` for image-to-text: optimum's two graphs in the seq2seq
     bundle layout, image validation and agreement, the image processor's settings."""
     from edgeformers.exporter import build
-    from edgeformers.exporter.seq2seq import TwoGraphKind, build_two_graphs
+    from edgeformers.exporter.seq2seq import build_two_graphs
 
     if optimize:
         raise ExportError(f"--optimize {optimize}: image-to-text exports take no graph optimization yet")
     step(f"[1/4] exporting {EXPORT_TASK} (encoder_model + decoder_model_merged) with optimum")
     raw = work / "_optimum"
     build._optimum_export(checkpoint.path, raw, EXPORT_TASK, opset)
-    kind = TwoGraphKind(section=generation_section, validate=validate_image_to_text, agreement=_agreement,
-                        extra_files=("preprocessor_config.json",))
     return build_two_graphs(checkpoint, work, raw, spec, family, dtypes, atol, step, external_data, allow_degraded,
-                            options, min_agreement, kind)
+                            options, min_agreement, KIND)
 
 
-def revalidate(bundle: Any, checkpoint: Path, atol: float, min_agreement: float | None) -> dict[str, Any]:
-    """``edgeformers validate`` on an image-to-text bundle: fp32 against PyTorch again, every
-    other variant's greedy-token agreement against fp32 (held to ``min_agreement``, else the
-    threshold it was accepted under); raises ValidationError listing failures."""
-    from edgeformers.exporter.agreement import describe_failure
-    from edgeformers.exporter.seq2seq import COMPONENTS
 
-    manifest = bundle.manifest
-    graphs = {dtype: {c: bundle.onnx_path(dtype, c) for c in COMPONENTS} for dtype in manifest.variants}
-    reports = {"fp32": validate_image_to_text(checkpoint, bundle.path, graphs["fp32"], manifest.generation, atol)}
-    others = [dtype for dtype in manifest.variants if dtype != "fp32"]
-    if others:
-        check = ImageToTextAgreement(bundle.path, manifest.task, manifest.generation, graphs["fp32"], min_agreement)
-        for dtype in others:
-            report = check.measure(graphs[dtype])
-            recorded = manifest.validation.get(dtype) or {}
-            if min_agreement is None and recorded.get("threshold_source") == "user":
-                threshold = float(recorded["threshold"])
-                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
-            reports[dtype] = report
-    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
-                if dtype != "fp32" and not report["passed"]]
-    if failures:
-        raise ValidationError("; ".join(failures))
-    return reports
-
-
-def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
-    if got.shape != want.shape:
-        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
-    diffs[name] = max(diffs[name], float(np.abs(got - want).max(initial=0.0)))
+#: How exporter/seq2seq.py builds and re-validates an image-to-text bundle.
+KIND = TwoGraphKind(section=generation_section, validate=validate_image_to_text, agreement=_agreement,
+                    extra_files=("preprocessor_config.json",))

@@ -23,7 +23,7 @@ from typing import Any
 from edgeformers.exporter.seq2seq_validate import Seq2SeqAgreement, validate_seq2seq
 from edgeformers.exporter.seq2seq_validate import onnx_generator as _generator  # noqa: F401 (whisper_export uses it)
 from edgeformers.models.dtypes import EXTERNAL_DATA_SUFFIX, onnx_file_name
-from edgeformers.models.errors import ExportError
+from edgeformers.models.errors import ExportError, ValidationError
 
 COMPONENTS = ("encoder_model", "decoder_model_merged")
 #: optimum also writes the unmerged decoders; the merged one replaces both.
@@ -250,6 +250,47 @@ def _text_agreement(work: Path, task: str, generation: dict[str, Any], fp32: dic
 TEXT = TwoGraphKind(section=generation_section, validate=validate_seq2seq, agreement=_text_agreement)
 
 
+def revalidate_two_graphs(bundle: Any, checkpoint: Path, atol: float, min_agreement: float | None,
+                          kind: TwoGraphKind) -> dict[str, Any]:
+    """``edgeformers validate`` on an encoder + merged-decoder bundle: fp32 against PyTorch
+    again, every other variant's agreement against fp32 (held to ``min_agreement``, else the
+    threshold it was accepted under); raises ValidationError listing failures."""
+    from edgeformers.exporter.agreement import describe_failure
+
+    manifest = bundle.manifest
+    graphs = {dtype: {c: bundle.onnx_path(dtype, c) for c in COMPONENTS} for dtype in manifest.variants}
+    reports = {"fp32": kind.validate(checkpoint, bundle.path, graphs["fp32"], manifest.generation, atol)}
+    others = [dtype for dtype in manifest.variants if dtype != "fp32"]
+    if others:
+        check = kind.agreement(bundle.path, manifest.task, manifest.generation, graphs["fp32"], manifest.processing,
+                               min_agreement)
+        for dtype in others:
+            report = check.measure(graphs[dtype])
+            recorded = manifest.validation.get(dtype) or {}
+            if min_agreement is None and recorded.get("threshold_source") == "user":
+                threshold = float(recorded["threshold"])
+                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
+            reports[dtype] = report
+    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
+                if dtype != "fp32" and not report["passed"]]
+    if failures:
+        raise ValidationError("; ".join(failures))
+    return reports
+
+
+def kind_for(task: str, family: str) -> TwoGraphKind:
+    """The export kind that made an encoder + merged-decoder bundle of ``task`` / ``family``."""
+    if task == "image-to-text":
+        from edgeformers.exporter.image_to_text import KIND as image_kind
+
+        return image_kind
+    if family == "whisper":
+        from edgeformers.exporter.whisper_export import KIND as whisper_kind
+
+        return whisper_kind
+    return TEXT
+
+
 def build_seq2seq(checkpoint: Any, work: Path, raw: Path, spec: Any, family: Any, dtypes: list[str],
                   atol: float | None, step: Any, external_data: bool, allow_degraded: bool, options: Any,
                   optimize: str | None, min_agreement: float | None) -> Any:
@@ -273,5 +314,5 @@ def _read(path: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
-__all__ = ["COMPONENTS", "Seq2SeqAgreement", "TwoGraphKind", "build_seq2seq", "build_two_graphs", "generation_section", "is_seq2seq", "make_variants",
+__all__ = ["COMPONENTS", "Seq2SeqAgreement", "TwoGraphKind", "build_seq2seq", "build_two_graphs", "kind_for", "revalidate_two_graphs", "generation_section", "is_seq2seq", "make_variants",
            "place_graphs", "validate_seq2seq"]

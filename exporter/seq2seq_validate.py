@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgeformers.exporter.agreement import AGREEMENT_TEXTS, BATCH_SIZE, GREEDY_NEW_TOKENS, AgreementCheck
-from edgeformers.exporter.validate import VALIDATION_TEXTS
+from edgeformers.exporter.validate import VALIDATION_TEXTS, note_max_diff
 from edgeformers.models.agreement import agreement_rule
 from edgeformers.models.errors import ExportError, ValidationError
 
@@ -68,16 +68,16 @@ def validate_seq2seq(checkpoint: Path, folder: Path, graphs: dict[str, Path], se
             ids, mask = feed["input_ids"].astype(np.int64), feed["attention_mask"].astype(np.int64)
             stepper = generator.stepper({"input_ids": ids, "attention_mask": mask})
             encoded = model.get_encoder()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
-            _note(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.float().numpy())
+            note_max_diff(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.float().numpy())
             first = np.full((ids.shape[0], 1), start, dtype=np.int64)
             want = model(encoder_outputs=encoded, attention_mask=torch.from_numpy(mask),
                          decoder_input_ids=torch.from_numpy(first), use_cache=True)
             got = stepper.step(first)
-            _note(diffs, "logits_without_past", got, want.logits[:, -1].float().numpy())
+            note_max_diff(diffs, "logits_without_past", got, want.logits[:, -1].float().numpy())
             nxt = got.argmax(-1)[:, None].astype(np.int64)
             want = model(encoder_outputs=encoded, attention_mask=torch.from_numpy(mask),
                          decoder_input_ids=torch.from_numpy(nxt), past_key_values=want.past_key_values, use_cache=True)
-            _note(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].float().numpy())
+            note_max_diff(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].float().numpy())
             expected = model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
                                       generation_config=plain, use_model_defaults=False).numpy()[:, 1:]
             tokens = _greedy(generator, ids, mask, GREEDY_NEW_TOKENS, section["eos_token_id"])
@@ -129,35 +129,3 @@ class Seq2SeqAgreement:
 
         return task_agreement(self.reference, self._run(graphs), self.check)
 
-
-def revalidate(bundle: Any, checkpoint: Path, atol: float, min_agreement: float | None) -> dict[str, Any]:
-    """``edgeformers validate`` on an encoder-decoder bundle: fp32 against PyTorch again,
-    every other variant's greedy-token agreement against fp32 (held to ``min_agreement``,
-    else the threshold it was accepted under); raises ValidationError listing failures."""
-    from edgeformers.exporter.agreement import describe_failure
-
-    manifest = bundle.manifest
-    graphs = {dtype: {c: bundle.onnx_path(dtype, c) for c in COMPONENTS} for dtype in manifest.variants}
-    reports = {"fp32": validate_seq2seq(checkpoint, bundle.path, graphs["fp32"], manifest.generation, atol)}
-    others = [dtype for dtype in manifest.variants if dtype != "fp32"]
-    if others:
-        check = Seq2SeqAgreement(bundle.path, manifest.task, manifest.generation, graphs["fp32"],
-                                 manifest.processing.get("max_length"), min_agreement)
-        for dtype in others:
-            report = check.measure(graphs[dtype])
-            recorded = manifest.validation.get(dtype) or {}
-            if min_agreement is None and recorded.get("threshold_source") == "user":
-                threshold = float(recorded["threshold"])
-                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
-            reports[dtype] = report
-    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
-                if dtype != "fp32" and not report["passed"]]
-    if failures:
-        raise ValidationError("; ".join(failures))
-    return reports
-
-
-def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
-    if got.shape != want.shape:
-        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
-    diffs[name] = max(diffs[name], float(np.abs(got - want).max(initial=0.0)))

@@ -139,14 +139,11 @@ def validate_bundle(
     if not origin:
         raise ExportError(f"{bundle.path}: the manifest records no source; pass the checkpoint with --source")
     checkpoint = resolve_source(origin, None if source else manifest.source.get("revision"), allow_pickle=allow_pickle)
-    if manifest.task == "image-to-text":  # image encoder + merged decoder: exporter/image_to_text.py
-        from edgeformers.exporter.image_to_text import revalidate as revalidate_captioner
-
-        return revalidate_captioner(bundle, checkpoint.path, family.atol if atol is None else atol, min_agreement)
     if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant: exporter/seq2seq.py
-        from edgeformers.exporter.seq2seq_validate import revalidate
+        from edgeformers.exporter.seq2seq import kind_for, revalidate_two_graphs
 
-        return revalidate(bundle, checkpoint.path, family.atol if atol is None else atol, min_agreement)
+        return revalidate_two_graphs(bundle, checkpoint.path, family.atol if atol is None else atol, min_agreement,
+                                     kind_for(manifest.task, family.name))
     fp32 = bundle.onnx_path("fp32")
     max_length = manifest.processing.get("max_length")
     tolerance = family.atol if atol is None else atol
@@ -181,3 +178,10 @@ def validate_bundle(
     if failures:
         raise ValidationError("; ".join(failures))
     return reports
+
+
+def note_max_diff(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
+    """Keep the largest absolute difference seen for ``name``; a shape mismatch fails at once."""
+    if got.shape != want.shape:
+        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
+    diffs[name] = max(diffs.get(name, 0.0), float(np.abs(got - want).max(initial=0.0)))

@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeformers.exporter.audio_inputs import copy_audio_files
+from edgeformers.exporter.seq2seq import TwoGraphKind, generation_section
+from edgeformers.exporter.validate import note_max_diff
 from edgeformers.models.agreement import GREEDY_TOKEN_AGREEMENT, AgreementRule
 from edgeformers.models.errors import ExportError, ValidationError
 
@@ -106,14 +109,14 @@ def validate_whisper(checkpoint: Path, folder: Path, graphs: dict[str, Path], se
     diffs: dict[str, float] = {}
     with torch.inference_mode():
         encoded = model.get_encoder()(torch.from_numpy(features))
-        _note(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.numpy())
+        note_max_diff(diffs, "encoder_last_hidden_state", stepper.hidden, encoded.last_hidden_state.numpy())
         want = model(encoder_outputs=encoded, decoder_input_ids=torch.from_numpy(prompt), use_cache=True)
         got = stepper.step(prompt)
-        _note(diffs, "logits_without_past", got, want.logits[:, -1].numpy())
+        note_max_diff(diffs, "logits_without_past", got, want.logits[:, -1].numpy())
         nxt = got.argmax(-1)[:, None].astype(np.int64)
         want = model(encoder_outputs=encoded, decoder_input_ids=torch.from_numpy(nxt),
                      past_key_values=want.past_key_values, use_cache=True)
-        _note(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].numpy())
+        note_max_diff(diffs, "logits_with_past", stepper.step(nxt), want.logits[:, -1].numpy())
         ids = torch.from_numpy(prompt)
         for _ in range(NEW_TOKENS):  # plain greedy, no cache, EOS held back: the reference for the runtime's loop
             logits = model(encoder_outputs=encoded, decoder_input_ids=ids).logits[:, -1]
@@ -173,21 +176,18 @@ def build_whisper(checkpoint: Any, work: Path, spec: Any, family: Any, dtypes: l
     """exporter/build.py's ``_build`` for Whisper: optimum's two graphs in the seq2seq bundle
     layout, Whisper's validation and agreement, the feature extractor's files."""
     from edgeformers.exporter import build
-    from edgeformers.exporter.audio_inputs import copy_audio_files
-    from edgeformers.exporter.seq2seq import TwoGraphKind, build_two_graphs, generation_section
+    from edgeformers.exporter.seq2seq import build_two_graphs
 
     if optimize:
         raise ExportError(f"--optimize {optimize}: Whisper exports take no graph optimization yet")
     step(f"[1/4] exporting {EXPORT_TASK} (encoder_model + decoder_model_merged) with optimum")
     raw = work / "_optimum"
     build._optimum_export(checkpoint.path, raw, EXPORT_TASK, opset)
-    kind = TwoGraphKind(section=generation_section, validate=validate_whisper, agreement=_agreement,
-                        copy_files=copy_audio_files)
     return build_two_graphs(checkpoint, work, raw, spec, family, dtypes, atol, step, external_data, allow_degraded,
-                            options, min_agreement, kind)
+                            options, min_agreement, KIND)
 
 
-def _note(diffs: dict[str, float], name: str, got: np.ndarray, want: np.ndarray) -> None:
-    if got.shape != want.shape:
-        raise ValidationError(f"{name}: ONNX shape {got.shape} differs from PyTorch {want.shape}")
-    diffs[name] = max(diffs.get(name, 0.0), float(np.abs(got - want).max(initial=0.0)))
+
+#: How exporter/seq2seq.py builds and re-validates a Whisper bundle.
+KIND = TwoGraphKind(section=generation_section, validate=validate_whisper, agreement=_agreement,
+                    copy_files=copy_audio_files)

@@ -93,3 +93,16 @@ def test_prompt_tokens(multilingual: tuple[Path, Path]) -> None:
     assert ours._prompt_head(None, None) == ([50359], True)
     with pytest.raises(Exception, match="Unsupported language"):
         ours(np.zeros(1600, dtype=np.float32), language="klingon")
+
+
+def test_validate_rechecks_a_whisper_bundle_with_audio(multilingual: tuple[Path, Path]) -> None:
+    """`edgeformers validate` runs Whisper's own checks (synthetic audio features, not text),
+    passes at the family's tolerance and fails loud at an impossible one."""
+    from edgeformers.exporter.validate import validate_bundle
+    from edgeformers.models.errors import ValidationError
+
+    _, bundle = multilingual
+    reports = validate_bundle(bundle)
+    assert reports["fp32"]["passed"] and reports["fp32"]["greedy_rows_identical"] >= 1
+    with pytest.raises(ValidationError):
+        validate_bundle(bundle, atol=1e-12)
