@@ -23,7 +23,7 @@ from typing import Any
 from edgeformers.exporter.seq2seq_validate import Seq2SeqAgreement, validate_seq2seq
 from edgeformers.exporter.seq2seq_validate import onnx_generator as _generator  # noqa: F401 (whisper_export uses it)
 from edgeformers.models.dtypes import EXTERNAL_DATA_SUFFIX, onnx_file_name
-from edgeformers.models.errors import ExportError, ValidationError
+from edgeformers.models.errors import ExportError
 
 COMPONENTS = ("encoder_model", "decoder_model_merged")
 #: optimum also writes the unmerged decoders; the merged one replaces both.
@@ -255,7 +255,7 @@ def revalidate_two_graphs(bundle: Any, checkpoint: Path, atol: float, min_agreem
     """``edgeformers validate`` on an encoder + merged-decoder bundle: fp32 against PyTorch
     again, every other variant's agreement against fp32 (held to ``min_agreement``, else the
     threshold it was accepted under); raises ValidationError listing failures."""
-    from edgeformers.exporter.agreement import describe_failure
+    from edgeformers.exporter.validate import held_to_recorded_thresholds
 
     manifest = bundle.manifest
     graphs = {dtype: {c: bundle.onnx_path(dtype, c) for c in COMPONENTS} for dtype in manifest.variants}
@@ -265,17 +265,8 @@ def revalidate_two_graphs(bundle: Any, checkpoint: Path, atol: float, min_agreem
         check = kind.agreement(bundle.path, manifest.task, manifest.generation, graphs["fp32"], manifest.processing,
                                min_agreement)
         for dtype in others:
-            report = check.measure(graphs[dtype])
-            recorded = manifest.validation.get(dtype) or {}
-            if min_agreement is None and recorded.get("threshold_source") == "user":
-                threshold = float(recorded["threshold"])
-                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
-            reports[dtype] = report
-    failures = [describe_failure(dtype, report) for dtype, report in reports.items()
-                if dtype != "fp32" and not report["passed"]]
-    if failures:
-        raise ValidationError("; ".join(failures))
-    return reports
+            reports[dtype] = check.measure(graphs[dtype])
+    return held_to_recorded_thresholds(reports, manifest, min_agreement)
 
 
 def kind_for(task: str, family: str) -> TwoGraphKind:

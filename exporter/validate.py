@@ -126,7 +126,7 @@ def validate_bundle(
     export's: no custom code, pickle weights only with ``allow_pickle``. A variant is held to
     ``min_agreement`` when given, else to the threshold it was accepted under (a user's
     ``--min-agreement`` recorded at export), else to the catalog's."""
-    from edgeformers.exporter.agreement import AgreementCheck, describe_failure
+    from edgeformers.exporter.agreement import AgreementCheck
     from edgeformers.exporter.source import resolve_source
     from edgeformers.models.families import check_supports
     from edgeformers.models.tasks import resolve_task
@@ -167,12 +167,21 @@ def validate_bundle(
         check = AgreementCheck.prepare(bundle.path, manifest.task, max_length, manifest.inputs, fp32, min_agreement,
                                        generation=manifest.generation)
         for dtype in others:
-            report = check.measure(bundle.onnx_path(dtype))
-            recorded = manifest.validation.get(dtype) or {}
-            if min_agreement is None and recorded.get("threshold_source") == "user":
-                threshold = float(recorded["threshold"])
-                report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
-            reports[dtype] = report
+            reports[dtype] = check.measure(bundle.onnx_path(dtype))
+    return held_to_recorded_thresholds(reports, manifest, min_agreement)
+
+
+def held_to_recorded_thresholds(reports: dict[str, Any], manifest: Any, min_agreement: float | None) -> dict[str, Any]:
+    """Re-validation's verdict on freshly measured variant ``reports``: a variant accepted
+    under a user's ``--min-agreement`` is held to that threshold again unless another is
+    given now; any variant below its threshold is a ValidationError listing them all."""
+    from edgeformers.exporter.agreement import describe_failure
+
+    for dtype, report in reports.items():
+        recorded = manifest.validation.get(dtype) or {}
+        if dtype != "fp32" and min_agreement is None and recorded.get("threshold_source") == "user":
+            threshold = float(recorded["threshold"])
+            report.update(threshold=threshold, threshold_source="user", passed=bool(report["value"] >= threshold))
     failures = [describe_failure(dtype, report) for dtype, report in reports.items()
                 if dtype != "fp32" and not report["passed"]]
     if failures:

@@ -18,9 +18,10 @@ import mmap
 import os
 import posixpath
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeformers.models.errors import BundleError
 from edgeformers.runtime.bundle_files import BundleFolder, open_regular
@@ -127,21 +128,27 @@ def scan_locations(buf: mmap.mmap | bytes) -> tuple[str, ...]:
 
 def external_data_locations(path: Path, where: str) -> tuple[str, ...]:
     """The external-data locations of the graph file ``path`` (a regular file already
-    checked to be inside its bundle). Cached per file identity: device, inode, size,
-    mtime and ctime (which a user cannot set), so an edited file is scanned again."""
+    checked to be inside its bundle), cached per file identity (:func:`_scan_cached`)."""
+    return _scan_cached(path, where, _CACHE, scan_locations)
+
+
+def _scan_cached(path: Path, where: str, cache: dict[Any, Any], scan: Callable[[Any], Any]) -> Any:
+    """``scan`` over the memory-mapped graph file ``path``, cached in ``cache`` per file
+    identity: device, inode, size, mtime and ctime (which a user cannot set), so an edited
+    file is scanned again."""
     fd = open_regular(path, where)
     try:
         info = os.fstat(fd)
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         with _CACHE_LOCK:
-            cached = _CACHE.get(key)
+            cached = cache.get(key)
         if cached is not None:
             return cached
         try:
             if info.st_size == 0:
                 raise _Malformed("the file is empty")
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
-                locations = scan_locations(buf)
+                result = scan(buf)
         except _Malformed as err:
             raise BundleError(f"{where} is not a readable ONNX graph: {err}") from None
         except (OSError, ValueError) as err:
@@ -149,8 +156,8 @@ def external_data_locations(path: Path, where: str) -> tuple[str, ...]:
     finally:
         os.close(fd)
     with _CACHE_LOCK:
-        _CACHE[key] = locations
-    return locations
+        cache[key] = result
+    return result
 
 
 def check_location(location: str, where: str) -> None:
@@ -316,27 +323,6 @@ def scan_graph_io(buf: mmap.mmap | bytes) -> GraphIO:
 
 def graph_io(path: Path, where: str) -> GraphIO:
     """The inputs and outputs of the graph file ``path`` (a regular file already checked
-    to be inside its bundle), read without onnx and without loading weights. Cached per
-    file identity like :func:`external_data_locations`."""
-    fd = open_regular(path, where)
-    try:
-        info = os.fstat(fd)
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-        with _CACHE_LOCK:
-            cached = _IO_CACHE.get(key)
-        if cached is not None:
-            return cached
-        try:
-            if info.st_size == 0:
-                raise _Malformed("the file is empty")
-            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
-                result = scan_graph_io(buf)
-        except _Malformed as err:
-            raise BundleError(f"{where} is not a readable ONNX graph: {err}") from None
-        except (OSError, ValueError) as err:
-            raise BundleError(f"{where} cannot be read: {err}") from None
-    finally:
-        os.close(fd)
-    with _CACHE_LOCK:
-        _IO_CACHE[key] = result
-    return result
+    to be inside its bundle), read without onnx and without loading weights; cached per
+    file identity (:func:`_scan_cached`)."""
+    return _scan_cached(path, where, _IO_CACHE, scan_graph_io)
