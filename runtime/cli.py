@@ -28,7 +28,7 @@ _COMMANDS = {
 _HELP = {
     "export": "Export a checkpoint (Hub id or folder) to a validated ONNX bundle.",
     "quantize": "Add quantized variants to an existing bundle.",
-    "run": "Run a bundle's pipeline on inputs: the result as JSON, text-generation streamed as text.",
+    "run": "Run a bundle's pipeline on inputs: the result as JSON, generated text streamed as text.",
     "inspect": "Show a bundle's task, variants, file sizes and validation results.",
     "tasks": "List the tasks and which architecture families can do them.",
     "validate": "Check a bundle again: fp32 against PyTorch, variants against fp32.",

@@ -37,22 +37,23 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--verify", is_flag=True, help="Check the sha256 of every file the variant reads first.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A pipeline argument, e.g. -o top_k=2 (value parsed as JSON when it parses).")
-@click.option("--max-new-tokens", type=int, default=None, help="text-generation: tokens to generate at most.")
+@click.option("--max-new-tokens", type=int, default=None, help="Generating tasks: tokens to generate at most.")
 @click.option("--sample/--greedy", "do_sample", default=None,
-              help="text-generation: sample, or pick the likeliest token (default: the bundle's generation config).")
-@click.option("--temperature", type=float, default=None, help="text-generation: sampling temperature.")
-@click.option("--top-k", type=int, default=None, help="text-generation: sample among the k likeliest tokens.")
-@click.option("--top-p", type=float, default=None, help="text-generation: nucleus sampling probability mass.")
-@click.option("--seed", type=int, default=None, help="text-generation: seed that makes sampling repeatable.")
+              help="Generating tasks: sample, or pick the likeliest token (default: the bundle's generation config).")
+@click.option("--temperature", type=float, default=None, help="Generating tasks: sampling temperature.")
+@click.option("--top-k", type=int, default=None, help="Generating tasks: sample among the k likeliest tokens.")
+@click.option("--top-p", type=float, default=None, help="Generating tasks: nucleus sampling probability mass.")
+@click.option("--seed", type=int, default=None, help="Generating tasks: seed that makes sampling repeatable.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the whole result as JSON (text-generation streams plain text by default).")
+              help="Print the whole result as JSON (generating tasks stream plain text by default).")
 @fail_on_errors
 def run_command(bundle: Path, inputs: tuple[str, ...], task: str | None, dtype: str | None, device: str,
                 strict: bool, verify: bool, options: tuple[str, ...], as_json: bool, **generation: Any) -> None:
     """Run BUNDLE on each INPUT; '-' reads one input per line from stdin. An INPUT that is
     a JSON object is passed as a dict, e.g. '{"question": "...", "context": "..."}'. A
-    text-generation bundle streams each INPUT's continuation to the terminal as it is
-    generated (Ctrl-C stops it); --json prints the pipeline's result instead."""
+    generating bundle (text-generation, summarization, translation, text2text-generation)
+    streams each INPUT's output text to the terminal as it is generated (Ctrl-C stops
+    it); --json prints the pipeline's result instead."""
     from edgeformers.runtime.api import pipeline
 
     items: list[Any] = []

@@ -105,6 +105,65 @@ def test_beam_search_sequences_and_token_ids_equal_generate(case):
             assert ids == theirs_row[key].tolist()
 
 
+def test_stream_joins_to_transformers_text_greedy_and_with_beams(case):
+    """``stream`` of each text, greedy and with the pipeline's default beam search (whose
+    pieces are the prefix the beams agree on): the pieces join to transformers' text,
+    Marian's stripped decode included."""
+    _, _, kwargs, _, _, ours, theirs = case
+    key = f"{ours.return_name}_text"
+    for call in ({"num_beams": 1, "max_new_tokens": NEW}, {"max_new_tokens": NEW}):
+        for text in TEXTS:
+            expected = theirs(text, **kwargs, **call)[0][key]
+            stream = ours.stream(text, **kwargs, **call)
+            assert "".join(stream) == expected, (text, call)
+            assert stream.finish_reason in ("eos", "length") and stream.token_ids
+
+
+def test_stream_of_a_checkpoints_beam_defaults_and_its_bad_arguments(seq2seq_bundles):
+    """BART's generation_config (4 beams, no_repeat_ngram_size, min/max_length, forced
+    BOS/EOS) streamed with no call arguments; bad stream arguments are typed and leave
+    the pipeline usable."""
+    checkpoint, bundle = seq2seq_bundles("bart")
+    ours = pipeline("summarization", bundle, device="cpu")
+    expected = transformers.pipeline("summarization", model=str(checkpoint))(TEXTS[0])[0]["summary_text"]
+    assert "".join(ours.stream(TEXTS[0])) == expected
+    for args, kwargs, match in (((TEXTS,), {}, r"stream takes one text \(a string\), got list"),
+                                ((TEXTS[0],), {"num_return_sequences": 2}, r"num_return_sequences=2 needs the pipeline"),
+                                ((TEXTS[0],), {"bogus": 1}, r"stream got unknown argument 'bogus'"),
+                                ((TEXTS[0],), {"max_new_tokens": 0}, r"max_new_tokens must be an integer >= 1"),
+                                ((TEXTS[0],), {"do_sample": True, "num_beams": 2}, r"sampled beam search")):
+        with pytest.raises(InputError, match=match):
+            ours.stream(*args, **kwargs)
+    _, bundle = seq2seq_bundles("mbart")
+    translator = pipeline("translation", bundle, device="cpu")
+    with pytest.raises(InputError, match=r"tgt_lang is missing"):
+        translator.stream("hello", src_lang="en_XX")
+    assert "".join(ours.stream(TEXTS[0])) == expected
+
+
+def test_cli_run_streams_summaries_and_translations(seq2seq_bundles):
+    """``edgeformers run`` streams a summarizer's and a translator's text (with -o for the
+    languages), and prints the pipeline's JSON with --json."""
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+
+    _, bundle = seq2seq_bundles("bart")
+    ours = pipeline("summarization", bundle, device="cpu")
+    result = CliRunner().invoke(cli, ["run", str(bundle), TEXTS[0], "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ours(TEXTS[0], max_new_tokens=6)[0]["summary_text"] + "\n"
+    result = CliRunner().invoke(cli, ["run", str(bundle), TEXTS[0], "--max-new-tokens", "6", "--json"])
+    assert json.loads(result.stdout) == ours(TEXTS[0], max_new_tokens=6)
+    _, bundle = seq2seq_bundles("mbart")
+    translator = pipeline("translation", bundle, device="cpu")
+    result = CliRunner().invoke(cli, ["run", str(bundle), "hello", "--greedy", "--max-new-tokens", "5",
+                                      "-o", "src_lang=en_XX", "-o", "tgt_lang=de_DE"])
+    assert result.exit_code == 0, result.output
+    expected = translator("hello", src_lang="en_XX", tgt_lang="de_DE", do_sample=False, max_new_tokens=5)
+    assert result.stdout == expected[0]["translation_text"] + "\n"
+
+
 def test_checkpoint_generation_defaults_are_applied_as_transformers_applies_them(seq2seq_bundles):
     """BART's generation_config (num_beams 4, no_repeat_ngram_size 3, min/max_length, forced
     BOS/EOS, length_penalty 2.0, early stopping) with no call arguments at all; T5's

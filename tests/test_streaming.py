@@ -59,8 +59,31 @@ def test_stream_joins_to_transformers_text_on_random_models(bundle_factory, arch
     ours = pipeline("text-generation", bundle, device="cpu")
     theirs = transformers.pipeline("text-generation", model=str(checkpoint))
     for prompt in ("ok", "The quick brown fox jumps over", "Café au lait in Zürich 🙂"):
-        expected = theirs(prompt, do_sample=False, max_new_tokens=NEW, return_full_text=False)[0]["generated_text"]
-        assert "".join(ours.stream(prompt, do_sample=False, max_new_tokens=NEW)) == expected, prompt
+        for beams in (1, 3):
+            call = {"do_sample": False, "max_new_tokens": NEW, "num_beams": beams}
+            expected = theirs(prompt, return_full_text=False, **call)[0]["generated_text"]
+            assert "".join(ours.stream(prompt, **call)) == expected, (prompt, beams)
+
+
+def test_beam_search_streams_the_prefix_its_beams_agree_on(scripted):
+    """With beams, a piece comes as soon as every beam (and every kept finished
+    hypothesis) shares it: here long before the search ends; the pieces join to
+    transformers' beam-search text. A cancel delivers the leading beam."""
+    _, _, ours, theirs = scripted
+    call = {"do_sample": False, "max_new_tokens": NEW, "num_beams": 3}
+    expected = theirs(PROMPT, return_full_text=False, **call)[0]["generated_text"]
+    stream = ours.stream(PROMPT, **call)
+    first = next(stream)
+    assert stream.finish_reason is None and 0 < len(stream.token_ids) < NEW // 2, "the first piece waited for the end"
+    rest = list(stream)
+    assert first + "".join(rest) == expected and len(rest) > 3 and stream.finish_reason == "length"
+    stream = ours.stream(PROMPT, **call)
+    shown = next(stream) + next(stream)
+    stream.cancel()
+    tail = "".join(stream)
+    assert stream.finish_reason == "cancelled" and len(stream.token_ids) < NEW
+    assert expected.startswith(shown)
+    assert shown + tail == ours._text("", ours.tokenizer.encode([PROMPT])[0].ids, stream.token_ids, False)
 
 
 def test_stream_of_a_chat_joins_to_the_assistant_message(scripted):
@@ -150,7 +173,7 @@ def test_stream_honours_stop_strings_and_the_other_decoding_arguments(scripted):
 
 
 @pytest.mark.parametrize(("args", "kwargs", "match"), [
-    ((PROMPT,), {"num_beams": 2}, r"num_beams=2 needs the pipeline call"),
+    ((PROMPT,), {"num_beams": 2, "do_sample": True}, r"sampled beam search .* is not available"),
     ((PROMPT,), {"num_return_sequences": 2}, r"num_return_sequences=2 needs the pipeline call"),
     (([PROMPT, PROMPT],), {}, r"stream takes one prompt"),
     ((PROMPT,), {"bogus": 1}, r"stream got unknown argument 'bogus'"),
@@ -195,6 +218,33 @@ def test_detokenizer_matches_transformers_decode_on_random_tokens(tmp_path, kind
             shown += detokenizer.add([token])
             assert expected.startswith(shown), (prompt, new, shown, expected)
         assert shown + detokenizer.flush() == expected, (prompt, new)
+
+
+@pytest.mark.parametrize("kind", ["bpe-plain", "unigram"])
+@pytest.mark.parametrize("clean", [False, True])
+def test_stripping_detokenizer_matches_a_stripped_decode(tmp_path, kind, clean):
+    """Marian's decode strips the text (text2text.py strips, then cleans up): streamed, the
+    leading whitespace is dropped and trailing whitespace is held until text follows it."""
+    from tests.fixtures.checkpoints import build_tokenizer
+
+    tokenizer = build_tokenizer(kind, tmp_path)
+    backend = tokenizer.backend_tokenizer
+    ids = tokenizer("  a  b ,  東京  🙂 . 's", add_special_tokens=False)["input_ids"]
+    rng = np.random.default_rng(1)
+    stripped_something = False
+    for _ in range(60):
+        new = rng.choice(np.array(ids), size=int(rng.integers(1, 12))).tolist()
+        raw = backend.decode(new, skip_special_tokens=True)
+        expected = clean_up_tokenization(raw.strip()) if clean else raw.strip()
+        stripped_something |= raw != raw.strip()
+        detokenizer = IncrementalDetokenizer(lambda t: backend.decode(t, skip_special_tokens=True), [],
+                                             clean_up_tokenization if clean else None, strip=True)
+        shown = ""
+        for token in new:
+            shown += detokenizer.add([token])
+            assert expected.startswith(shown), (new, shown, expected)
+        assert shown + detokenizer.flush() == expected, new
+    assert stripped_something, "no sequence had whitespace at an edge: the test would not test the strip"
 
 
 def test_cli_run_streams_the_pipeline_text(scripted):

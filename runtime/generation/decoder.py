@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.generation.search import Decoding, StopRule, beam_search
+from edgeformers.runtime.generation.beams import BeamSearch
+from edgeformers.runtime.generation.search import Decoding, StopRule
 from edgeformers.runtime.generation.settings import GenerationSettings
 from edgeformers.runtime.generation.stepper import DecoderLayout, DecoderOnlyStepper
 from edgeformers.runtime.generation.stopping import StopStrings
@@ -45,12 +46,14 @@ class DecoderOnlyGenerator:
         return DecoderOnlyStepper(self.model, self.layout, attention_mask, self.past_type)
 
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray, settings: GenerationSettings,
-              stop: StopRule | None = None) -> Decoding:
-        """A pull-style greedy or sampled decoding of the rows ``input_ids`` (left-padded,
-        mask 0 on padding): call :meth:`Decoding.step` for each next token until ``done``
-        (or :meth:`Decoding.cancel`)."""
+              stop: StopRule | None = None) -> Decoding | BeamSearch:
+        """A pull-style decoding of the rows ``input_ids`` (left-padded, mask 0 on
+        padding): greedy or sampled (:class:`Decoding`, a token per row per ``step()``), or
+        a :class:`BeamSearch` for ``num_beams`` > 1. Step until ``done`` (or ``cancel()``)."""
         _check_new_tokens(settings)
         stop = stop or self._stop_strings(settings, input_ids.shape[1])
+        if settings.num_beams > 1:
+            return BeamSearch(self.stepper(attention_mask), input_ids, settings, self.max_positions, stop)
         return Decoding(self.stepper(attention_mask), input_ids, settings, self.max_positions, stop)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, settings: GenerationSettings,
@@ -58,14 +61,11 @@ class DecoderOnlyGenerator:
         """The rows ``input_ids`` followed by their new tokens, ``num_return_sequences``
         rows per input row (as transformers: sampled rows repeat the input, beam search
         returns its best hypotheses); a row that finished is filled with the pad id."""
-        _check_new_tokens(settings)
-        stop = stop or self._stop_strings(settings, input_ids.shape[1])
-        if settings.num_beams > 1:
-            return beam_search(self.stepper(attention_mask), input_ids, settings, self.max_positions, stop)[0]
-        if settings.num_return_sequences > 1:
+        if settings.num_beams == 1 and settings.num_return_sequences > 1:
             input_ids = np.repeat(input_ids, settings.num_return_sequences, axis=0)
             attention_mask = np.repeat(attention_mask, settings.num_return_sequences, axis=0)
-        return self.start(input_ids, attention_mask, settings, stop).run()
+        decoding = self.start(input_ids, attention_mask, settings, stop)
+        return decoding.run()[0] if isinstance(decoding, BeamSearch) else decoding.run()
 
     def _stop_strings(self, settings: GenerationSettings, fed: int) -> StopRule | None:
         if not settings.stop_strings:

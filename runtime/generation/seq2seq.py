@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from edgeformers.models.errors import BundleError, InputError
-from edgeformers.runtime.generation.search import Decoding, StopRule, beam_search
+from edgeformers.runtime.generation.beams import BeamSearch
+from edgeformers.runtime.generation.search import Decoding, StopRule
 from edgeformers.runtime.generation.settings import GenerationSettings
 from edgeformers.runtime.session import OnnxModel
 
@@ -172,26 +173,17 @@ class Seq2SeqGenerator:
         return np.full((rows, 1), self.layout.decoder_start_token_id, dtype=np.int64)
 
     def start(self, encoder_feed: dict[str, np.ndarray], settings: GenerationSettings,
-              decoder_input_ids: np.ndarray | None = None, stop: StopRule | None = None) -> Decoding:
-        """A pull-style greedy or sampled decoding (one sequence per row): call
-        :meth:`Decoding.step` until ``done``. ``decoder_input_ids`` replaces the decoder
-        start token (Whisper's forced prompt tokens)."""
-        rows = next(iter(encoder_feed.values())).shape[0]
-        ids = self.start_ids(rows) if decoder_input_ids is None else np.asarray(decoder_input_ids, dtype=np.int64)
-        _check_new_tokens(settings, ids.shape[1], self.layout.max_positions)
-        stepper = self.stepper(encoder_feed)
-        return Decoding(stepper, ids, settings, self.layout.max_positions, stop)
-
-    def generate(self, encoder_feed: dict[str, np.ndarray], settings: GenerationSettings,
-                 decoder_input_ids: np.ndarray | None = None, stop: StopRule | None = None) -> np.ndarray:
-        """The decoder sequences (start token first) of every row, ``num_return_sequences``
-        consecutive rows per input row; rows that ended early are filled with the pad id."""
+              decoder_input_ids: np.ndarray | None = None, stop: StopRule | None = None) -> Decoding | BeamSearch:
+        """A pull-style decoding of one sequence per row: greedy or sampled
+        (:class:`Decoding`), or a :class:`BeamSearch` for ``num_beams`` > 1; step until
+        ``done``. ``decoder_input_ids`` replaces the decoder start token (Whisper's forced
+        prompt tokens)."""
         rows = next(iter(encoder_feed.values())).shape[0]
         ids = self.start_ids(rows) if decoder_input_ids is None else np.asarray(decoder_input_ids, dtype=np.int64)
         _check_new_tokens(settings, ids.shape[1], self.layout.max_positions)
         stepper = self.stepper(encoder_feed)
         if settings.num_beams > 1:
-            return beam_search(stepper, ids, settings, self.layout.max_positions, stop)[0]
+            return BeamSearch(stepper, ids, settings, self.layout.max_positions, stop)
         copies = settings.num_return_sequences
         if copies > 1:
             if not settings.do_sample:
@@ -200,7 +192,14 @@ class Seq2SeqGenerator:
             expand = np.repeat(np.arange(rows), copies)
             stepper.reorder(expand)
             ids = ids[expand]
-        return Decoding(stepper, ids, settings, self.layout.max_positions, stop).run()
+        return Decoding(stepper, ids, settings, self.layout.max_positions, stop)
+
+    def generate(self, encoder_feed: dict[str, np.ndarray], settings: GenerationSettings,
+                 decoder_input_ids: np.ndarray | None = None, stop: StopRule | None = None) -> np.ndarray:
+        """The decoder sequences (start token first) of every row, ``num_return_sequences``
+        consecutive rows per input row; rows that ended early are filled with the pad id."""
+        decoding = self.start(encoder_feed, settings, decoder_input_ids, stop)
+        return decoding.run()[0] if isinstance(decoding, BeamSearch) else decoding.run()
 
 
 def _check_new_tokens(settings: GenerationSettings, fed: int, max_positions: int | None) -> None:

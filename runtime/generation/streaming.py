@@ -12,7 +12,9 @@ A desktop UI wants text as it is generated, but one token is not one piece of te
   token and cancels out (the scheme text-generation-inference uses);
 * transformers' ``clean_up_tokenization`` (drop the space before ``.``, ``'s`` ...) looks
   a few characters around each space, so with it on, text is committed only up to a
-  point where no later character can change it (see :class:`_CleanUp`).
+  point where no later character can change it (see :class:`_CleanUp`);
+* a beam search has no next token until its beams agree: it streams the prefix they all
+  share (:class:`BeamTokens`), the rest when the search ends.
 
 The pieces join to exactly the non-streamed ``generated_text`` with
 ``return_full_text=False``: ``decode(prompt + new)[len(decode(prompt)):]``.
@@ -28,6 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeformers.models.errors import InputError
+from edgeformers.runtime.generation.beams import BeamSearch
+from edgeformers.runtime.generation.search import Decoding
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +41,89 @@ CONTEXT_TOKENS = 5
 REPLACEMENT = "\ufffd"
 
 
-class PullDecoding(Protocol):
-    """What the stream drives: the generator's pull-style decoding of one row."""
+class TokenSource(Protocol):
+    """What a stream pulls from: the final tokens of one row, a model step at a time."""
 
     @property
     def done(self) -> bool: ...
 
-    def step(self) -> np.ndarray: ...
+    def advance(self) -> list[int]:
+        """One model step; the tokens it makes final (none while beams disagree)."""
+        ...
+
+    def cancel(self) -> list[int]:
+        """Stop before the next step; the tokens still owed to the text."""
+        ...
+
+    def reason(self) -> str:
+        """Why it ended: "eos", "stop" (a stop rule) or "length"."""
+        ...
+
+
+class SampledTokens:
+    """Greedy or sampled decoding: each step's token is final at once."""
+
+    def __init__(self, decoding: Decoding, eos_token_ids: list[int]) -> None:
+        self.decoding = decoding
+        self.eos = set(eos_token_ids)
+        self.last: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.decoding.done
+
+    def advance(self) -> list[int]:
+        self.last = int(self.decoding.step()[0])
+        return [self.last]
+
+    def cancel(self) -> list[int]:
+        self.decoding.cancel()
+        return []
+
+    def reason(self) -> str:
+        if self.last in self.eos:
+            return "eos"
+        return "length" if self.decoding.unfinished[0] else "stop"
+
+
+class BeamTokens:
+    """Beam search: a step makes final the tokens every beam and kept hypothesis now
+    share (:meth:`BeamSearch.settled`); the end makes the best hypothesis final. A cancel
+    delivers the leading beam, which starts with everything already delivered."""
+
+    def __init__(self, search: BeamSearch) -> None:
+        self.search = search
+        self.sent = 0
+
+    @property
+    def done(self) -> bool:
+        return self.search.done
+
+    def _owed(self, tokens: np.ndarray) -> list[int]:
+        owed = tokens[self.sent:].tolist()
+        self.sent = max(self.sent, len(tokens))
+        return owed
+
+    def advance(self) -> list[int]:
+        self.search.step()
+        return self._owed(self.search.settled(0))
+
+    def cancel(self) -> list[int]:
+        self.search.cancel()
+        return self._owed(self.search.leading(0))
+
+    def reason(self) -> str:
+        best = self.search.best(0)
+        if best.size and int(best[-1]) in self.search.eos:
+            return "eos"
+        return "length" if self.search.fed + best.size >= self.search.max_length else "stop"
+
+
+def token_source(decoding: Decoding | BeamSearch, eos_token_ids: list[int]) -> TokenSource:
+    """The stream's view of a pull-style decoding of one row."""
+    if isinstance(decoding, BeamSearch):
+        return BeamTokens(decoding)
+    return SampledTokens(decoding, eos_token_ids)
 
 
 class _CleanUp:
@@ -94,12 +174,17 @@ class IncrementalDetokenizer:
     tokenizer's ``clean_up_tokenization`` when tokenizer_config.json turns it on."""
 
     def __init__(self, decode: Callable[[list[int]], str], prompt_ids: list[int],
-                 clean: Callable[[str], str] | None = None) -> None:
+                 clean: Callable[[str], str] | None = None, strip: bool = False) -> None:
         self._decode = decode
         self.ids = list(prompt_ids)
         self.prefix = max(0, len(self.ids) - CONTEXT_TOKENS)
         self.read = len(self.ids)
         self._clean = _CleanUp(clean, decode(self.ids)) if clean is not None else None
+        #: ``strip``: the whole text is ``str.strip()``-ed (MarianTokenizer.decode), so
+        #: leading whitespace is dropped and trailing whitespace held until text follows
+        self._strip = strip
+        self._started = False
+        self._held = ""
 
     def _raw(self, final: bool) -> str:
         before = self._decode(self.ids[self.prefix:self.read])
@@ -107,7 +192,18 @@ class IncrementalDetokenizer:
         if not final and (len(after) <= len(before) or after.endswith(REPLACEMENT)):
             return ""  # nothing new yet, or half a character: wait for the next token
         self.prefix, self.read = self.read, len(self.ids)
-        return after[len(before):]
+        return self._stripped(after[len(before):], final)
+
+    def _stripped(self, raw: str, final: bool) -> str:
+        if not self._strip:
+            return raw
+        text = self._held + raw
+        if not self._started:
+            text = text.lstrip()
+            self._started = bool(text)
+        body = text.rstrip()
+        self._held = "" if final else text[len(body):]
+        return body
 
     def add(self, token_ids: list[int]) -> str:
         """The text that ``token_ids`` (appended) make stable; often "" mid-character."""
@@ -132,11 +228,10 @@ class TextStream:
     join to the text of exactly the tokens generated. The pipeline is untouched by a
     cancel: its graph holds no state between steps, the stream holds it all."""
 
-    def __init__(self, decoding: PullDecoding, detokenizer: IncrementalDetokenizer,
+    def __init__(self, decoding: Decoding | BeamSearch, detokenizer: IncrementalDetokenizer,
                  eos_token_ids: list[int], prompt: Any = None) -> None:
-        self._decoding = decoding
+        self._source = token_source(decoding, eos_token_ids)
         self._detokenizer = detokenizer
-        self._eos = set(eos_token_ids)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._finished = False
@@ -145,7 +240,6 @@ class TextStream:
         self.prompt = prompt
         #: the generated token ids so far (a final EOS included)
         self.token_ids: list[int] = []
-        self._reason: str | None = None
         #: why generation ended: "eos", "stop" (a stop string), "length", "cancelled", or None while it runs
         self.finish_reason: str | None = None
 
@@ -189,19 +283,16 @@ class TextStream:
         EOS token goes to the text like any other (skipped there when it is a special token,
         as transformers' decode skips it)."""
         if self._cancel.is_set():
-            cancel = getattr(self._decoding, "cancel", None)
-            if cancel is not None:
-                cancel()
-            return self._finish("cancelled")
-        if self._decoding.done:
-            unfinished = getattr(self._decoding, "unfinished", None)
-            stopped = self._reason is None and unfinished is not None and not np.any(unfinished)
-            return self._finish(self._reason or ("stop" if stopped else "length"))
-        token = int(self._decoding.step()[0])
-        self.token_ids.append(token)
-        if token in self._eos:
-            self._reason = "eos"
-        return self._detokenizer.add([token])
+            return self._text(self._source.cancel()) + self._finish("cancelled")
+        if self._source.done:
+            return self._finish(self._source.reason())
+        return self._text(self._source.advance())
+
+    def _text(self, tokens: list[int]) -> str:
+        if not tokens:
+            return ""
+        self.token_ids.extend(tokens)
+        return self._detokenizer.add(tokens)
 
     def _finish(self, reason: str) -> str:
         self._finished = True

@@ -12,6 +12,7 @@ code as the first generated token. Decoding settings: text2text_settings.py.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 from edgeformers.models.errors import BundleError, InputError
 from edgeformers.models.processing import decode_strips
 from edgeformers.runtime.generation.seq2seq import KIND, Seq2SeqGenerator
+from edgeformers.runtime.generation.settings import GenerationSettings
+from edgeformers.runtime.generation.streaming import IncrementalDetokenizer, TextStream
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
     check_fits,
@@ -100,17 +103,10 @@ class Text2TextGenerationPipeline(Pipeline):
              clean_up: bool | None, truncation: bool | str, batch_size: int | None,
              src_lang: str | None = None, tgt_lang: str | None = None) -> Any:
         texts, single = text_batch(inputs, "inputs")
-        for name, value in (("return_text", return_text), ("return_tensors", return_tensors),
-                            ("clean_up_tokenization_spaces", clean_up)):
+        for name, value in (("return_text", return_text), ("return_tensors", return_tensors)):
             if value is not None and not isinstance(value, bool):
                 raise InputError(f"{name} must be True or False, got {value!r}")
-        strategy = truncation_strategy(truncation)
-        if src_lang is not None or tgt_lang is not None:
-            target = self._language(tgt_lang, "tgt_lang")
-            if given.get("forced_bos_token_id") is None:  # mBART-50: the target code is the first token
-                given["forced_bos_token_id"] = target
-        settings = call_settings(self.defaults, given, self.generator.vocab_size)
-        encodings = self._encode(texts, strategy, src_lang)
+        settings, encodings = self._prepare(texts, given, clean_up, truncation, src_lang, tgt_lang)
         results: list[list[dict[str, Any]]] = []
         copies = settings.num_return_sequences
         for rows in chunks(len(texts), batch_size or 1):
@@ -127,6 +123,50 @@ class Text2TextGenerationPipeline(Pipeline):
         if single:
             return results[0]
         return [r[0] for r in results] if all(len(r) == 1 for r in results) else results
+
+    def _prepare(self, texts: list[str], given: dict[str, Any], clean_up: bool | None, truncation: bool | str,
+                 src_lang: str | None, tgt_lang: str | None) -> tuple[GenerationSettings, list[list[int]]]:
+        """The checked settings of a call and the token ids of its texts."""
+        if clean_up is not None and not isinstance(clean_up, bool):
+            raise InputError(f"clean_up_tokenization_spaces must be True or False, got {clean_up!r}")
+        strategy = truncation_strategy(truncation)
+        if src_lang is not None or tgt_lang is not None:
+            target = self._language(tgt_lang, "tgt_lang")
+            if given.get("forced_bos_token_id") is None:  # mBART-50: the target code is the first token
+                given["forced_bos_token_id"] = target
+        settings = call_settings(self.defaults, given, self.generator.vocab_size)
+        return settings, self._encode(texts, strategy, src_lang)
+
+    def stream(self, inputs: str, **kwargs: Any) -> TextStream:
+        """Generate for one text and yield the output text as it comes:
+        ``for piece in pipe.stream(article): ...``. Takes the decoding arguments of a call
+        for one sequence; the pieces join to the call's text. Beam search (a summarizer's
+        usual default) streams the prefix its beams agree on, the rest when it ends;
+        ``stream.cancel()``, from any thread, stops it before the next step."""
+        return self._stream(inputs, kwargs, None, None)
+
+    def _stream(self, inputs: Any, kwargs: dict[str, Any], src_lang: str | None, tgt_lang: str | None) -> TextStream:
+        accepted = [name for name in inspect.signature(type(self).__call__).parameters
+                    if name not in ("self", "inputs", "return_text", "return_tensors", "batch_size", "src_lang",
+                                    "tgt_lang")]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise InputError(f"stream got unknown argument{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}")
+        if kwargs.get("num_return_sequences", 1) not in (1, None):
+            raise InputError(f"stream generates one sequence; num_return_sequences={kwargs['num_return_sequences']!r} "
+                             "needs the pipeline call instead")
+        if not isinstance(inputs, str):
+            raise InputError(f"stream takes one text (a string), got {type(inputs).__name__}; call it once per text")
+        clean_up = kwargs.pop("clean_up_tokenization_spaces", None)
+        truncation = kwargs.pop("truncation", False)
+        settings, encodings = self._prepare([inputs], dict(kwargs), clean_up, truncation, src_lang, tgt_lang)
+        ids = np.asarray(encodings, dtype=np.int64)
+        decoding = self.generator.start({"input_ids": ids, "attention_mask": np.ones_like(ids)}, settings)
+        detokenizer = IncrementalDetokenizer(lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True),
+                                             self.generator.start_ids(1)[0].tolist(),
+                                             clean_up_tokenization if clean_up else None, strip=self.strip_decoded)
+        return TextStream(decoding, detokenizer, settings.eos_token_id, prompt=inputs)
 
     def _language(self, code: str | None, name: str) -> int:
         """The token id of a language code; an unknown code names the accepted ones."""
@@ -240,14 +280,24 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         given = {k: v for k, v in locals().items() if k not in ("self", "inputs", "return_text", "return_tensors",
                                                                  "clean_up_tokenization_spaces", "truncation",
                                                                  "batch_size", "src_lang", "tgt_lang")}
+        return self._run(inputs, given, return_text, return_tensors, clean_up_tokenization_spaces, truncation,
+                         batch_size, *self._pair(src_lang, tgt_lang))
+
+    def stream(self, inputs: str, src_lang: str | None = None, tgt_lang: str | None = None,  # type: ignore[override]
+               **kwargs: Any) -> TextStream:
+        """The translation of one text as it comes (see :meth:`Text2TextGenerationPipeline.stream`)."""
+        return self._stream(inputs, kwargs, *self._pair(src_lang, tgt_lang))
+
+    def _pair(self, src_lang: str | None, tgt_lang: str | None) -> tuple[str | None, str | None]:
+        """The languages of a call: the task name's (``translation_en_to_fr``) unless given;
+        none for a single-pair model (transformers ignores them); both, for a model with codes."""
         if src_lang is None and tgt_lang is None and self.requested_task.startswith("translation_"):
             _, src_lang, _, tgt_lang = self.requested_task.split("_")
-        if not self.languages:  # a single-pair model: transformers ignores the languages
-            src_lang = tgt_lang = None
-        elif src_lang is None or tgt_lang is None:  # transformers: "Translation requires a src_lang and a tgt_lang"
+        if not self.languages:
+            return None, None
+        if src_lang is None or tgt_lang is None:  # transformers: "Translation requires a src_lang and a tgt_lang"
             missing = " and ".join(n for n, v in (("src_lang", src_lang), ("tgt_lang", tgt_lang)) if v is None)
             raise InputError(f"translation with this checkpoint needs both src_lang and tgt_lang "
                              f"(e.g. {', '.join(list(self.languages)[:4])}); "
                              f"{missing} {'are' if ' and ' in missing else 'is'} missing")
-        return self._run(inputs, given, return_text, return_tensors, clean_up_tokenization_spaces, truncation,
-                         batch_size, src_lang, tgt_lang)
+        return src_lang, tgt_lang

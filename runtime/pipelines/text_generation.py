@@ -113,8 +113,8 @@ class TextGenerationPipeline(Pipeline):
         """Generate for one prompt (a string or one chat) and yield the new text as it
         comes: ``for piece in pipe.stream("Once upon", max_new_tokens=50): ...``. The
         pieces join to the ``generated_text`` that ``return_full_text=False`` gives. Takes
-        the decoding arguments of a call (greedy or sampling; not beams, one sequence);
-        ``stream.cancel()``, from any thread, stops it before the next step."""
+        the decoding arguments of a call for one sequence (greedy, sampling, or beam search,
+        which streams the prefix its beams agree on); ``stream.cancel()``, from any thread, stops it before the next step."""
         accepted = [name for name in inspect.signature(type(self).__call__).parameters
                     if name not in ("self", "text_inputs", "batch_size", "continue_final_message")]
         unknown = sorted(set(kwargs) - set(accepted))
@@ -123,11 +123,10 @@ class TextGenerationPipeline(Pipeline):
                              f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}")
         if kwargs.pop("return_full_text", None) is True:
             raise InputError("stream yields only the new text (return_full_text=False); the prompt is yours already")
-        for name in ("num_return_sequences", "num_beams"):
-            if kwargs.get(name, 1) not in (1, None):
-                raise InputError(f"stream generates one sequence greedily or by sampling; {name}={kwargs[name]!r} "
-                                 "needs the pipeline call instead")
-            kwargs.pop(name, None)
+        if kwargs.get("num_return_sequences", 1) not in (1, None):
+            raise InputError(f"stream generates one sequence; num_return_sequences={kwargs['num_return_sequences']!r} "
+                             "needs the pipeline call instead")
+        kwargs.pop("num_return_sequences", None)
         inputs = self._prompts(text_inputs, continue_final_message)
         if not inputs.single:
             raise InputError("stream takes one prompt (a string or one chat); call it once per prompt")
