@@ -98,10 +98,17 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         bundle = Bundle.open(target, verify=True)
         manifest = bundle.manifest
         family = check_supports(manifest.model_type, manifest.task)
-        if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant (exporter/seq2seq.py)
-            raise ExportError(f"BUNDLE {bundle_path} is an encoder-decoder bundle; quantize cannot add variants to it "
-                              f"yet: export it again with --dtype fp32,{','.join(wanted)}")
         check_dtypes(family, wanted)
+        if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant (exporter/seq2seq.py)
+            work = make_work_dir(target)
+            with discarded_on_failure(work, target, f"quantize of BUNDLE {target}"):
+                _copy_tree(target, work)
+                ours = _add_two_graph_variants(work, manifest, wanted, family, allow_degraded, options, min_agreement,
+                                               step)
+                manifest.files = {name: entry for name, entry in describe_files(work).items() if name in ours}
+                manifest.write(work)
+                swap_into_place(work, target)
+            return manifest
         fp32 = bundle.onnx_path("fp32")
         check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
                                        manifest.inputs, fp32, min_agreement, generation=manifest.generation)
@@ -129,6 +136,32 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
             manifest.write(work)
             swap_into_place(work, target)
     return manifest
+
+
+def _add_two_graph_variants(work: Path, manifest: Manifest, wanted: list[str], family: Family, allow_degraded: bool,
+                            options: VariantOptions | None, min_agreement: float | None, step: Progress) -> set[str]:
+    """The ``wanted`` variants of an encoder + merged-decoder bundle (text seq2seq, Whisper,
+    image-to-text), made in the bundle's copy ``work`` exactly as export makes them (both
+    graphs, the merged decoder inside its If branches) and held to the same greedy-token
+    agreement; the files the manifest lists afterwards."""
+    from edgeformers.exporter.seq2seq import kind_for, make_variants
+
+    ours = set(manifest.files)
+    for dtype in wanted:  # a re-made variant: its old files go first (the new one may lack external data)
+        for name in manifest.variants[dtype].files.values() if dtype in manifest.variants else ():
+            for stale in (work / name, work / (name + EXTERNAL_DATA_SUFFIX)):
+                stale.unlink(missing_ok=True)
+                ours.discard(stale.relative_to(work).as_posix())
+    fp32 = {component: work / name for component, name in manifest.variants["fp32"].files.items()}
+    check = kind_for(manifest.task, family.name).agreement(work, manifest.task, manifest.generation, fp32,
+                                                           manifest.processing, min_agreement)
+    made, reports = make_variants(work, fp32, wanted, family, check, allow_degraded, options, step)
+    for dtype, variant in made.items():
+        manifest.variants[dtype] = variant
+        manifest.validation[dtype] = reports[dtype]
+        for name in variant.files.values():
+            ours.update(n for n in (name, name + EXTERNAL_DATA_SUFFIX) if (work / n).is_file())
+    return ours
 
 
 def _copy_tree(source: Path, copy: Path) -> None:

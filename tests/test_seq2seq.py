@@ -321,7 +321,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(seq2seq_bundles):
     assert len({o["generated_text"] for o in others}) > 1, "different seeds should sample different text"
 
 
-def test_validate_rechecks_and_quantize_refuses_encoder_decoder_bundles(seq2seq_bundles):
+def test_validate_rechecks_encoder_decoder_bundles(seq2seq_bundles):
     from click.testing import CliRunner
 
     from edgeformers.runtime.cli import cli
@@ -333,10 +333,41 @@ def test_validate_rechecks_and_quantize_refuses_encoder_decoder_bundles(seq2seq_
     assert "logits_with_past" in result.output and "greedy_token_agreement" in result.output
     result = CliRunner().invoke(cli, ["validate", str(bundle), "--atol", "1e-12", *floor])
     assert result.exit_code == 1 and "ValidationError" in result.output and "encoder_last_hidden_state" in result.output
-    before = sorted(p.name for p in (bundle / "onnx").iterdir())
-    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8"])
-    assert result.exit_code == 1 and "encoder-decoder bundle; quantize cannot add variants" in result.output
-    assert sorted(p.name for p in (bundle / "onnx").iterdir()) == before
+
+
+def test_quantize_adds_encoder_decoder_variants_as_export_makes_them(seq2seq_bundles, tmp_path, monkeypatch):
+    """``edgeformers quantize`` on an fp32-only BART bundle makes the q8 pair export makes
+    (the same tokens as the bundle exported with fp32,q8), held to the same greedy-token
+    agreement; re-making it leaves no stale file, and a failed check leaves the bundle as it was."""
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+    from edgeformers.runtime.manifest import Manifest
+
+    checkpoint, exported = seq2seq_bundles("bart")
+    bundle = tmp_path / "bart-fp32"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), str(bundle), "--task", "summarization"])
+    assert result.exit_code == 0, result.output
+    for attempt in range(2):
+        result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8", *floor_args("summarization")])
+        assert result.exit_code == 0, result.output
+    manifest = Manifest.read(bundle)
+    assert set(manifest.variants) == {"fp32", "q8"}
+    report = manifest.validation["q8"]
+    assert report["metric"] == GREEDY_TOKEN_AGREEMENT and report["passed"] and report["value"] >= report["threshold"]
+    assert sorted(manifest.files) == sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
+                                            if p.is_file() and p.name != "edgeformers.json")
+    call = {"num_beams": 1, "max_new_tokens": NEW, "return_tensors": True}
+    assert pipeline("summarization", bundle, dtype="q8")(TEXTS, **call) == \
+        pipeline("summarization", exported, dtype="q8")(TEXTS, **call)
+    from edgeformers.exporter.seq2seq_validate import Seq2SeqAgreement
+
+    measure = Seq2SeqAgreement.measure
+    monkeypatch.setattr(Seq2SeqAgreement, "measure", lambda self, graphs: {**measure(self, graphs), "passed": False})
+    before = {p.relative_to(bundle): p.stat().st_mtime_ns for p in bundle.rglob("*")}
+    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q4"])
+    assert result.exit_code == 1 and "the q4 variant is below its task's threshold" in result.output
+    assert {p.relative_to(bundle): p.stat().st_mtime_ns for p in bundle.rglob("*")} == before
 
 
 def test_plain_optimum_folder_without_manifest_runs_like_the_bundle(seq2seq_bundles, tmp_path):

@@ -106,3 +106,27 @@ def test_validate_rechecks_a_whisper_bundle_with_audio(multilingual: tuple[Path,
     assert reports["fp32"]["passed"] and reports["fp32"]["greedy_rows_identical"] >= 1
     with pytest.raises(ValidationError):
         validate_bundle(bundle, atol=1e-12)
+
+
+def test_quantize_adds_a_whisper_q8_pair(multilingual: tuple[Path, Path], tmp_path: Path) -> None:
+    """`edgeformers quantize` on an fp32-only Whisper bundle (a copy) quantizes the encoder and
+    the merged decoder inside its If branches, holds the pair to Whisper's greedy-token
+    agreement on synthetic audio (the check runs the pair through the runtime's decoder)."""
+    import onnx
+
+    from edgeformers.models.agreement import GREEDY_TOKEN_AGREEMENT
+    from edgeformers.runtime.manifest import Manifest
+    from tests.fixtures.floors import floor_args
+
+    _, original = multilingual
+    bundle = shutil.copytree(original, tmp_path / "bundle")
+    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8",
+                                      *floor_args("automatic-speech-recognition")])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.read(bundle)
+    report = manifest.validation["q8"]
+    assert report["metric"] == GREEDY_TOKEN_AGREEMENT and report["passed"] and report["value"] >= report["threshold"]
+    decoder = onnx.load(str(bundle / manifest.variants["q8"].files["decoder_model_merged"]), load_external_data=False)
+    branches = [attr.g for node in decoder.graph.node if node.op_type == "If" for attr in node.attribute]
+    assert branches and all(any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in branch.node)
+                            for branch in branches), "the merged decoder's If branches must be quantized"
