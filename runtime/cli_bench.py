@@ -117,17 +117,20 @@ def _run_variant(spec: dict[str, Any], on_record: Any) -> list[dict[str, Any]]:
 
 
 def run_bench(bundle: Path, dtypes: list[str], device: str, batches: list[int], seq_lens: list[int],
-              runs: int, progress: Any = None) -> dict[str, Any]:
+              runs: int, progress: Any = None, new_tokens: int = 32) -> dict[str, Any]:
     """Measure every variant in ``dtypes``; the figures and the recommendation as a dict."""
+    from edgeformers.runtime.bench_inputs import GENERATING, input_unit
     from edgeformers.runtime.bundle import Bundle
 
     opened = Bundle.open(bundle)
     manifest = opened.manifest
+    unit, _ = input_unit(manifest.task)
+    generating = manifest.task in GENERATING or manifest.task == "image-to-text"
     variants, rows = [], []
     per_variant = len(batches) * len(seq_lens)
     for dtype in dtypes:
         spec = {"bundle": str(bundle), "dtype": dtype, "device": device, "batches": batches,
-                "seq_lens": seq_lens, "runs": runs}
+                "seq_lens": seq_lens, "runs": runs, "unit": unit, "new_tokens": new_tokens}
         if progress:
             progress.start(dtype)
         records = _run_variant(spec, lambda r: progress.advance(r) if progress else None)
@@ -162,6 +165,8 @@ def run_bench(bundle: Path, dtypes: list[str], device: str, batches: list[int], 
         "device": device,
         "batches": batches,
         "seq_lens": seq_lens,
+        "unit": unit,
+        "new_tokens": new_tokens if generating else None,
         "runs": runs,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": _machine(),
@@ -242,14 +247,27 @@ def print_report(report: dict[str, Any], stderr: bool = False) -> None:
     # the device the variants really ran on (after any fallback), not the one asked for
     device = next((v["device"] for v in report["variants"] if v["device"]), report["device"])
     table = Table(title=f"{report['bundle']} ({report['task']}) on {device}")
-    for name in ("dtype", "batch", "tokens", "load ms", "first ms", "p50 ms", "p95 ms", "items/s", "peak MB",
-                 "size MB", "validation"):
+    unit = report.get("unit", "tokens")
+    # per task: time per generated token (fixed count, greedy), or the real-time factor of speech
+    extra = ("ms/token", "ms_per_token", 2) if report.get("new_tokens") else \
+        ("RTF", "real_time_factor", 3) if unit == "seconds" else None
+    names = ["dtype", "batch", unit, "load ms", "first ms", "p50 ms", "p95 ms", "items/s", "peak MB", "size MB",
+             "validation"]
+    if extra:
+        names.insert(7, extra[0])
+    for name in names:
         table.add_column(name, justify="left" if name in ("dtype", "validation") else "right")
     for row in report["rows"]:
-        table.add_row(row["dtype"], str(row["batch"]), str(row["tokens"]), _fmt(row["load_ms"]),
-                      _fmt(row["first_call_ms"]), _fmt(row["p50_ms"], 2), _fmt(row["p95_ms"], 2),
-                      _fmt(row["items_per_s"]), _fmt(row["peak_rss_mb"]), _fmt(row["file_bytes"] / 1e6),
-                      _validation_text(row["validation"]))
+        cells = [row["dtype"], str(row["batch"]), str(row["tokens"]), _fmt(row["load_ms"]),
+                 _fmt(row["first_call_ms"]), _fmt(row["p50_ms"], 2), _fmt(row["p95_ms"], 2),
+                 _fmt(row["items_per_s"]), _fmt(row["peak_rss_mb"]), _fmt(row["file_bytes"] / 1e6),
+                 _validation_text(row["validation"])]
+        if extra:
+            cells.insert(7, _fmt(row.get(extra[1]), extra[2]))
+        table.add_row(*cells)
+    if report.get("new_tokens"):
+        console.print(f"each row generates {report['new_tokens']} new tokens greedily per input "
+                      "(min_new_tokens holds EOS off)", markup=False)
     console.print(table)
     for variant in report["variants"]:
         if variant["error"]:
@@ -282,19 +300,25 @@ def _validation_text(summary: dict[str, Any]) -> str:
               help="Comma-separated variants, or 'all' for every variant present.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or coreml.")
 @click.option("--batch", "batches", default="1,8", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--seq-len", "seq_lens", default="16,128", show_default=True,
-              help="Comma-separated input lengths in tokens, special tokens included (QA: question + context).")
+@click.option("--seq-len", "seq_lens", default=None,
+              help="Comma-separated input sizes in the task's unit: tokens for text, special tokens included (QA: "
+                   "question + context; generation: the prompt), default 16,128; the side of a square image in "
+                   "pixels for vision, default 224,640; seconds of audio for speech, default 5,30.")
+@click.option("--new-tokens", type=click.IntRange(1), default=32, show_default=True,
+              help="Generating tasks: new tokens per input, generated greedily (EOS held off), so every variant "
+                   "does the same work.")
 @click.option("--runs", type=click.IntRange(1), default=20, show_default=True,
               help="Timed calls per batch x seq-len, after one first call.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the figures and the recommendation as JSON to this file ('-': stdout).")
 @fail_on_errors
-def bench_command(bundle: Path, dtypes: str, device: str, batches: str, seq_lens: str, runs: int,
-                  json_path: Path | None) -> None:
+def bench_command(bundle: Path, dtypes: str, device: str, batches: str, seq_lens: str | None, new_tokens: int,
+                  runs: int, json_path: Path | None) -> None:
     """Time BUNDLE's variants on this machine, each in a process of its own: load time, first
     call, p50/p95 latency, throughput, peak memory and size per batch x seq-len, beside the
     validation recorded at export; then recommend the fastest and the smallest variant that
     passed validation."""
+    from edgeformers.runtime.bench_inputs import input_unit
     from edgeformers.runtime.bundle import Bundle
     from edgeformers.runtime.devices import resolve_device
     from edgeformers.runtime.slim import parse_dtypes
@@ -302,13 +326,15 @@ def bench_command(bundle: Path, dtypes: str, device: str, batches: str, seq_lens
     opened = Bundle.open(bundle)
     present = opened.present_variants()
     names = present if dtypes.strip() == "all" else parse_dtypes(dtypes, present)
-    sizes, lengths = parse_sizes(batches, "--batch"), parse_sizes(seq_lens, "--seq-len")
+    unit, default_sizes = input_unit(opened.manifest.task)
+    sizes = parse_sizes(batches, "--batch")
+    lengths = parse_sizes(seq_lens, "--seq-len") if seq_lens is not None else list(default_sizes)
     limit = opened.manifest.processing.get("max_length")
-    if isinstance(limit, int) and max(lengths) > limit:
+    if unit == "tokens" and isinstance(limit, int) and max(lengths) > limit:
         raise InputError(f"--seq-len {max(lengths)} is longer than the bundle's max_length of {limit} tokens")
     resolve_device(device)  # an unknown device name fails here, not once per variant
     with _Progress(len(names) * len(sizes) * len(lengths)) as progress:
-        report = run_bench(bundle, names, device, sizes, lengths, runs, progress)
+        report = run_bench(bundle, names, device, sizes, lengths, runs, progress, new_tokens)
     to_stdout = json_path is not None and str(json_path) == "-"
     print_report(report, stderr=to_stdout)
     if to_stdout:

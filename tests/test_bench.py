@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeformers.models.errors import InputError
-from edgeformers.runtime.bench_worker import text_of_length
+from edgeformers.runtime.bench_inputs import text_of_length
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.cli import cli
 from edgeformers.runtime.cli_bench import recommend, validation_summary
@@ -173,3 +173,25 @@ def test_the_table_names_the_device_the_variants_ran_on(bundle_factory):
     assert result.exit_code == 0, result.output
     assert "(text-classification) on cpu" in result.output and "on cuda" not in result.output
     assert "recommended for cpu" in result.output
+
+
+def test_bench_times_text_generation_per_new_token(bundle_factory):
+    """A text-generation bundle: prompts of the asked tokens, exactly --new-tokens new tokens
+    per row (EOS held off, so every variant does the same work), time per token reported."""
+    from edgeformers.runtime import pipeline
+    from edgeformers.runtime.bench_inputs import workload
+    from tests.fixtures.bench_report import bench_report, check_rows
+
+    _, bundle = bundle_factory("gpt2", "causal-lm", "text-generation")
+    report, table = bench_report(bundle, "--batch", "1,2", "--seq-len", "8", "--new-tokens", "6")
+    check_rows(report, list(Manifest.read(bundle).variants), [1, 2], [8], "tokens", 6)
+    assert "ms/token" in table and "generates 6 new tokens greedily" in table
+    pipe = pipeline(None, bundle, device="cpu")
+    made = []
+    real = pipe._generate
+    pipe._generate = lambda prompts, settings: made.append(real(prompts, settings)) or made[-1]
+    work = workload(pipe, 6)
+    text, tokens = work.make(8)
+    work.call(text, 2)
+    eos = set(pipe.generation_settings().eos_token_id)
+    assert tokens == 8 and [len(row) for row in made[0]] == [6, 6] and not eos & {t for row in made[0] for t in row}

@@ -176,3 +176,14 @@ def test_cli_run_classifies_an_image_file(exported, tmp_path):
     assert result.exit_code == 0, result.output
     theirs = transformers.pipeline("image-classification", model=str(checkpoint), device="cpu")(str(path), top_k=3)
     same_ranked(json.loads(result.output), theirs)
+
+
+def test_bench_times_images_of_the_asked_side(exported):
+    """``edgeformers bench`` on an image bundle: --seq-len is the side of a square image in
+    pixels (the processor resizes it); both variants, batches of 1 and 2."""
+    from tests.fixtures.bench_report import bench_report, check_rows
+
+    _, bundle = exported("vit")
+    report, table = bench_report(bundle, "--batch", "1,2", "--seq-len", "48,96")
+    check_rows(report, ["fp32", "q8"], [1, 2], [48, 96], "pixels")
+    assert "pixels" in table

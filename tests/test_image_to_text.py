@@ -88,3 +88,11 @@ def test_validate_rechecks_the_bundle_against_pytorch(captioner):
     reports = validate_bundle(bundle)
     assert reports["fp32"]["passed"] and reports["fp32"]["greedy_rows_identical"] == 10
     assert reports["q8"]["value"] == Manifest.read(bundle).validation["q8"]["value"]
+
+
+def test_bench_times_captions_per_new_token(captioner):
+    from tests.fixtures.bench_report import bench_report, check_rows
+
+    _, bundle = captioner
+    report, _ = bench_report(bundle, "--dtype", "fp32", "--batch", "2", "--seq-len", "64", "--new-tokens", "4")
+    check_rows(report, ["fp32"], [2], [64], "pixels", 4)

@@ -164,6 +164,17 @@ def test_cli_run_streams_summaries_and_translations(seq2seq_bundles):
     assert result.stdout == expected[0]["translation_text"] + "\n"
 
 
+def test_bench_times_a_translator_per_new_token(seq2seq_bundles):
+    """``edgeformers bench`` on mBART-50 (whose calls need language codes): both variants,
+    inputs of the asked tokens, a fixed count of new tokens, time per token."""
+    from tests.fixtures.bench_report import bench_report, check_rows
+
+    _, bundle = seq2seq_bundles("mbart")
+    report, table = bench_report(bundle, "--batch", "1", "--seq-len", "12", "--new-tokens", "5")
+    check_rows(report, ["fp32", "q8"], [1], [12], "tokens", 5)
+    assert "ms/token" in table
+
+
 def test_checkpoint_generation_defaults_are_applied_as_transformers_applies_them(seq2seq_bundles):
     """BART's generation_config (num_beams 4, no_repeat_ngram_size 3, min/max_length, forced
     BOS/EOS, length_penalty 2.0, early stopping) with no call arguments at all; T5's

@@ -232,3 +232,12 @@ def test_cli_run_transcribes_a_wav_file(ctc: tuple[Path, Path], reference, tmp_p
     result = CliRunner().invoke(cli, ["run", str(ctc[1]), str(path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == reference(soundfile.read(str(path), dtype="float32")[0])
+
+
+def test_bench_times_seconds_of_audio_with_the_real_time_factor(ctc: tuple[Path, Path]) -> None:
+    from tests.fixtures.bench_report import bench_report, check_rows
+
+    _, bundle = ctc
+    report, table = bench_report(bundle, "--batch", "1,2", "--seq-len", "1,3")
+    check_rows(report, ["fp32", "q8"], [1, 2], [1, 3], "seconds")
+    assert "RTF" in table

@@ -130,3 +130,11 @@ def test_quantize_adds_a_whisper_q8_pair(multilingual: tuple[Path, Path], tmp_pa
     branches = [attr.g for node in decoder.graph.node if node.op_type == "If" for attr in node.attribute]
     assert branches and all(any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in branch.node)
                             for branch in branches), "the merged decoder's If branches must be quantized"
+
+
+def test_bench_times_a_whisper_bundle(multilingual: tuple[Path, Path]) -> None:
+    from tests.fixtures.bench_report import bench_report, check_rows
+
+    _, bundle = multilingual
+    report, _ = bench_report(bundle, "--dtype", "fp32", "--batch", "1", "--seq-len", "2")
+    check_rows(report, ["fp32"], [1], [2], "seconds")
