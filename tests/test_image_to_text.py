@@ -96,3 +96,27 @@ def test_bench_times_captions_per_new_token(captioner):
     _, bundle = captioner
     report, _ = bench_report(bundle, "--dtype", "fp32", "--batch", "2", "--seq-len", "64", "--new-tokens", "4")
     check_rows(report, ["fp32"], [2], [64], "pixels", 4)
+
+
+def test_quantize_remakes_the_caption_q8_pair_as_export_made_it(captioner, tmp_path):
+    """`edgeformers quantize --dtype q8` on a copy of the ViT+GPT-2 bundle re-makes its q8
+    encoder + merged decoder: the same files export wrote (quantization is deterministic),
+    held to the same greedy-token agreement, no stale file left behind."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgeformers.runtime.cli import cli
+    from tests.fixtures.floors import floor_args
+
+    _, original = captioner
+    bundle = shutil.copytree(original, tmp_path / "bundle")
+    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8", *floor_args("image-to-text")])
+    assert result.exit_code == 0, result.output
+    before, after = Manifest.read(original), Manifest.read(bundle)
+    assert after.variants["q8"].files == before.variants["q8"].files
+    for name in after.variants["q8"].files.values():
+        assert after.files[name] == before.files[name], name  # same size and sha256
+    assert after.validation["q8"]["passed"] and after.validation["q8"]["value"] >= floor_for("image-to-text")
+    assert sorted(p.relative_to(bundle) for p in bundle.rglob("*")) == \
+        sorted(p.relative_to(original) for p in original.rglob("*"))
