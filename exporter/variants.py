@@ -103,7 +103,7 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
             work = make_work_dir(target)
             with discarded_on_failure(work, target, f"quantize of BUNDLE {target}"):
                 _copy_tree(target, work)
-                ours = _add_two_graph_variants(work, manifest, wanted, family, allow_degraded, options, min_agreement,
+                ours = _add_two_graph_variants(work, bundle, wanted, family, allow_degraded, options, min_agreement,
                                                step)
                 manifest.files = {name: entry for name, entry in describe_files(work).items() if name in ours}
                 manifest.write(work)
@@ -138,7 +138,7 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
     return manifest
 
 
-def _add_two_graph_variants(work: Path, manifest: Manifest, wanted: list[str], family: Family, allow_degraded: bool,
+def _add_two_graph_variants(work: Path, bundle: Any, wanted: list[str], family: Family, allow_degraded: bool,
                             options: VariantOptions | None, min_agreement: float | None, step: Progress) -> set[str]:
     """The ``wanted`` variants of an encoder + merged-decoder bundle (text seq2seq, Whisper,
     image-to-text), made in the bundle's copy ``work`` exactly as export makes them (both
@@ -146,13 +146,22 @@ def _add_two_graph_variants(work: Path, manifest: Manifest, wanted: list[str], f
     agreement; the files the manifest lists afterwards."""
     from edgeformers.exporter.seq2seq import kind_for, make_variants
 
+    manifest = bundle.manifest
+
+    def in_work(dtype: str) -> dict[str, Path]:
+        # every graph name goes through the bundle's checks (a file inside it, external data included)
+        # before its copy in `work` is read or deleted: the manifest came from a stranger
+        for component in manifest.variants[dtype].files:
+            bundle.onnx_path(dtype, component)
+        return {component: work / name for component, name in manifest.variants[dtype].files.items()}
+
     ours = set(manifest.files)
     for dtype in wanted:  # a re-made variant: its old files go first (the new one may lack external data)
-        for name in manifest.variants[dtype].files.values() if dtype in manifest.variants else ():
-            for stale in (work / name, work / (name + EXTERNAL_DATA_SUFFIX)):
+        for graph in in_work(dtype).values() if dtype in manifest.variants else ():
+            for stale in (graph, graph.with_name(graph.name + EXTERNAL_DATA_SUFFIX)):
                 stale.unlink(missing_ok=True)
                 ours.discard(stale.relative_to(work).as_posix())
-    fp32 = {component: work / name for component, name in manifest.variants["fp32"].files.items()}
+    fp32 = in_work("fp32")
     check = kind_for(manifest.task, family.name).agreement(work, manifest.task, manifest.generation, fp32,
                                                            manifest.processing, min_agreement)
     made, reports = make_variants(work, fp32, wanted, family, check, allow_degraded, options, step)
@@ -175,6 +184,14 @@ def _copy_tree(source: Path, copy: Path) -> None:
         if not stat.S_ISREG(os.lstat(src).st_mode):
             raise ExportError(f"{src} in the bundle is not a regular file; quantize copies only files")
         shutil.copy2(src, dst)
+
+    # A link would be re-created as a link in the copy, and files deleted or rewritten through it
+    # there would change whatever it points at (the live bundle itself, for an absolute link).
+    for top, dirs, files in os.walk(source):
+        for name in (*dirs, *files):
+            if os.path.islink(os.path.join(top, name)) and not is_staging_leftover(name):
+                raise ExportError(f"{os.path.join(top, name)} in the bundle is a symbolic link; quantize works on a "
+                                  "bundle of plain files (copy it with the links resolved first)")
 
     def leftovers(folder: str, names: list[str]) -> list[str]:
         return [name for name in names if is_staging_leftover(name)]

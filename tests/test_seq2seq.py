@@ -379,6 +379,14 @@ def test_quantize_adds_encoder_decoder_variants_as_export_makes_them(seq2seq_bun
     result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q4"])
     assert result.exit_code == 1 and "the q4 variant is below its task's threshold" in result.output
     assert {p.relative_to(bundle): p.stat().st_mtime_ns for p in bundle.rglob("*")} == before
+    # a link inside the bundle would be re-created in the working copy, where files are deleted
+    # and rewritten: refused before anything is touched, the outside file included
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the bundle's")
+    (bundle / "onnx" / "notes.txt").symlink_to(outside)
+    result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "q8"])
+    assert result.exit_code == 1 and "is a symbolic link" in result.output and "Traceback" not in result.output
+    assert outside.read_text() == "not the bundle's" and Manifest.read(bundle).variants["q8"].files
 
 
 def test_plain_optimum_folder_without_manifest_runs_like_the_bundle(seq2seq_bundles, tmp_path):

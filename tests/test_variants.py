@@ -22,6 +22,7 @@ from edgeformers.runtime import pipeline
 from edgeformers.runtime.bundle import Bundle
 from edgeformers.runtime.cli import cli
 from tests.fixtures.corpus import HANDWRITTEN
+from tests.fixtures.floors import floor_args
 
 NEW_DTYPES = ("q8", "q4", "q4f16", "fp16", "int8-static")  # q8 too: dynamic int8 of a fused graph
 TEXTS = list(HANDWRITTEN[:12])
@@ -187,8 +188,11 @@ def test_calibration_file_and_method_are_used_and_recorded(bundle_factory, tmp_p
     bundle = Path(shutil.copytree(path, tmp_path / "bundle"))
     calibration = tmp_path / "calibration.txt"
     calibration.write_text("\n".join(HANDWRITTEN[:20]), encoding="utf-8")
+    # random weights: held to the random-weight floor, as every test export is (a session's tokenizer
+    # vocabulary varies, and the catalog's 0.9 for trained models was missed once at 0.875)
     result = CliRunner().invoke(cli, ["quantize", str(bundle), "--dtype", "int8-static",
-                                      "--calibration", str(calibration), "--calibration-method", "minmax"])
+                                      "--calibration", str(calibration), "--calibration-method", "minmax",
+                                      *floor_args("text-classification")])
     assert result.exit_code == 0, result.output
     manifest = Bundle.open(bundle, verify=True).manifest
     recorded = manifest.variants["int8-static"].quantization["calibration"]
