@@ -3,11 +3,15 @@ beams x vocabulary, finished hypotheses scored by sum of log-probabilities /
 generated_length ** length_penalty), as a pull-style :class:`BeamSearch` so a stream can
 show text while the beams still run.
 
-What a beam search can show before it ends is its *settled* prefix: the final answer is
-a kept finished hypothesis or a descendant of a running beam, so the tokens that every
-running beam and every kept hypothesis share can no longer change
-(:meth:`BeamSearch.settled`). Beams of a summarizer or translator agree on most of their
-prefix, so most of the text streams before the search ends.
+What a beam search can show before it ends is its *settled* prefix. The final answer is
+the best kept finished hypothesis, which only a better finished one can displace, and
+those come from running beams; a running beam's score only falls as it grows (every
+processed log-probability is <= 0), so a beam whose best possible final score (its score
+over the longest length it could reach, or the shortest for length_penalty <= 0) is
+below the best kept hypothesis can never win. The tokens that the best kept hypothesis
+and every beam that can still win share can no longer change (:meth:`BeamSearch.settled`).
+Beams of a summarizer or translator agree on most of their prefix, so most of the text
+streams before the search ends.
 """
 
 from __future__ import annotations
@@ -154,23 +158,38 @@ class BeamSearch:
         """New tokens of each kept finished hypothesis [batch, beams]."""
         return (self.finished_idx != -1).sum(axis=2)
 
+    def _contenders(self, row: int) -> np.ndarray:
+        """The running beams of row ``row`` whose descendants could still become its answer."""
+        beams = np.arange(self.beams)
+        if not self.is_finished[row].any() or getattr(self.settings, "logits_processors", None):
+            return beams  # nothing to beat yet; or model-specific processors, whose signs are not ours to assume
+        penalty = self.settings.length_penalty
+        length = (self.max_length - self.fed) if penalty > 0 else (self.cur - self.fed + 1)
+        best_possible = _divide(self.running_scores[row], length ** penalty)
+        return beams[best_possible >= self.finished_scores[row, 0]]
+
     def settled(self, row: int) -> np.ndarray:
         """The new tokens of input row ``row`` that no later step can change: the prefix
-        its running beams and kept finished hypotheses all share (the final answer is one
-        of them or a descendant of a running beam). Once done: the best hypothesis."""
+        that its best kept hypothesis and every running beam that can still beat it share
+        (see the module's docstring). Once done: the best hypothesis."""
         if self.done and not self.cancelled:
             return self.best(row)
         fed, cur = self.fed, self.cur
-        rows = [self.running[row, :, fed:cur]]
-        kept = np.flatnonzero(self.is_finished[row])
-        limit = cur - fed
-        if kept.size:
-            rows.append(self.finished_seqs[row, kept, fed:cur])
-            limit = min(limit, int(self._lengths()[row, kept].min()))
-        return self.running[row, 0, fed:fed + min(limit, _common_prefix(np.concatenate(rows)))]
+        contenders = self.running[row, self._contenders(row), fed:cur]
+        if not self.is_finished[row, 0]:
+            return contenders[0, :_common_prefix(contenders)]
+        best = self.best(row)
+        if not contenders.shape[0]:
+            return best  # no running beam can displace it: it is the answer
+        shared = _common_prefix(np.concatenate([contenders[:, :best.size], best[None, :]]))
+        return best[:shared]
 
     def leading(self, row: int) -> np.ndarray:
-        """The new tokens of row ``row``'s best running beam (what a cancel leaves)."""
+        """Row ``row``'s likeliest answer so far (what a cancel leaves): its best running
+        beam, or its best kept hypothesis when no running beam can beat that. It starts
+        with :meth:`settled`."""
+        if (self.done and not self.cancelled) or (self.is_finished[row, 0] and not self._contenders(row).size):
+            return self.best(row)
         return self.running[row, 0, self.fed:self.cur]
 
     def best(self, row: int) -> np.ndarray:
