@@ -13,8 +13,8 @@ A desktop UI wants text as it is generated, but one token is not one piece of te
 * transformers' ``clean_up_tokenization`` (drop the space before ``.``, ``'s`` ...) looks
   a few characters around each space, so with it on, text is committed only up to a
   point where no later character can change it (see :class:`_CleanUp`);
-* a beam search has no next token until its beams agree: it streams the prefix they all
-  share (:class:`BeamTokens`), the rest when the search ends.
+* a beam search has no next token until its beams agree: it streams the prefix that no
+  later step can change (:class:`BeamTokens`), the rest when the search ends.
 
 The pieces join to exactly the non-streamed ``generated_text`` with
 ``return_full_text=False``: ``decode(prompt + new)[len(decode(prompt)):]``.
@@ -22,6 +22,7 @@ The pieces join to exactly the non-streamed ``generated_text`` with
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +40,20 @@ logger = logging.getLogger(__name__)
 #: treats the first token of a decode specially (Metaspace, Strip) to see a real one.
 CONTEXT_TOKENS = 5
 REPLACEMENT = "\ufffd"
+
+
+def check_stream_arguments(call: Callable[..., Any], kwargs: dict[str, Any], not_streamed: tuple[str, ...]) -> None:
+    """A stream takes the decoding arguments of the pipeline's ``call`` (but
+    ``not_streamed``) for one sequence: any other name, or several sequences, is an
+    InputError when ``stream()`` is called, not in the middle of iterating."""
+    accepted = [name for name in inspect.signature(call).parameters if name not in ("self", *not_streamed)]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise InputError(f"stream got unknown argument{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}")
+    if kwargs.get("num_return_sequences", 1) not in (1, None):
+        raise InputError(f"stream generates one sequence; num_return_sequences={kwargs['num_return_sequences']!r} "
+                         "needs the pipeline call instead")
 
 
 class TokenSource(Protocol):
@@ -87,9 +102,9 @@ class SampledTokens:
 
 
 class BeamTokens:
-    """Beam search: a step makes final the tokens every beam and kept hypothesis now
-    share (:meth:`BeamSearch.settled`); the end makes the best hypothesis final. A cancel
-    delivers the leading beam, which starts with everything already delivered."""
+    """Beam search: a step makes final the tokens no later step can change
+    (:meth:`BeamSearch.settled`); the end makes the best hypothesis final. A cancel
+    delivers the likeliest answer so far, which starts with everything already delivered."""
 
     def __init__(self, search: BeamSearch) -> None:
         self.search = search

@@ -12,7 +12,6 @@ code as the first generated token. Decoding settings: text2text_settings.py.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -22,7 +21,7 @@ from edgeformers.models.errors import BundleError, InputError
 from edgeformers.models.processing import decode_strips
 from edgeformers.runtime.generation.seq2seq import KIND, Seq2SeqGenerator
 from edgeformers.runtime.generation.settings import GenerationSettings
-from edgeformers.runtime.generation.streaming import IncrementalDetokenizer, TextStream
+from edgeformers.runtime.generation.streaming import IncrementalDetokenizer, TextStream, check_stream_arguments
 from edgeformers.runtime.pipelines.base import (
     Pipeline,
     check_fits,
@@ -146,16 +145,8 @@ class Text2TextGenerationPipeline(Pipeline):
         return self._stream(inputs, kwargs, None, None)
 
     def _stream(self, inputs: Any, kwargs: dict[str, Any], src_lang: str | None, tgt_lang: str | None) -> TextStream:
-        accepted = [name for name in inspect.signature(type(self).__call__).parameters
-                    if name not in ("self", "inputs", "return_text", "return_tensors", "batch_size", "src_lang",
-                                    "tgt_lang")]
-        unknown = sorted(set(kwargs) - set(accepted))
-        if unknown:
-            raise InputError(f"stream got unknown argument{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}")
-        if kwargs.get("num_return_sequences", 1) not in (1, None):
-            raise InputError(f"stream generates one sequence; num_return_sequences={kwargs['num_return_sequences']!r} "
-                             "needs the pipeline call instead")
+        check_stream_arguments(type(self).__call__, kwargs,
+                               ("inputs", "return_text", "return_tensors", "batch_size", "src_lang", "tgt_lang"))
         if not isinstance(inputs, str):
             raise InputError(f"stream takes one text (a string), got {type(inputs).__name__}; call it once per text")
         clean_up = kwargs.pop("clean_up_tokenization_spaces", None)

@@ -16,7 +16,6 @@ yields the new text piece by piece (runtime/generation/streaming.py).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from edgeformers.models.errors import BundleError, InputError
 from edgeformers.runtime.chat_template import ChatTemplate, Prompts, chat_prompts, is_chat
 from edgeformers.runtime.generation import DecoderOnlyGenerator, GenerationSettings
 from edgeformers.runtime.generation.arguments import SETTING_NAMES, merge, settings_from
-from edgeformers.runtime.generation.streaming import IncrementalDetokenizer, TextStream
+from edgeformers.runtime.generation.streaming import IncrementalDetokenizer, TextStream, check_stream_arguments
 from edgeformers.runtime.pipelines.base import Pipeline, chunks, text_batch, unbatch
 from edgeformers.runtime.pipelines.fill_mask import clean_up_tokenization
 
@@ -115,17 +114,9 @@ class TextGenerationPipeline(Pipeline):
         pieces join to the ``generated_text`` that ``return_full_text=False`` gives. Takes
         the decoding arguments of a call for one sequence (greedy, sampling, or beam search,
         which streams the prefix its beams agree on); ``stream.cancel()``, from any thread, stops it before the next step."""
-        accepted = [name for name in inspect.signature(type(self).__call__).parameters
-                    if name not in ("self", "text_inputs", "batch_size", "continue_final_message")]
-        unknown = sorted(set(kwargs) - set(accepted))
-        if unknown:
-            raise InputError(f"stream got unknown argument{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted)}")
+        check_stream_arguments(type(self).__call__, kwargs, ("text_inputs", "batch_size", "continue_final_message"))
         if kwargs.pop("return_full_text", None) is True:
             raise InputError("stream yields only the new text (return_full_text=False); the prompt is yours already")
-        if kwargs.get("num_return_sequences", 1) not in (1, None):
-            raise InputError(f"stream generates one sequence; num_return_sequences={kwargs['num_return_sequences']!r} "
-                             "needs the pipeline call instead")
         kwargs.pop("num_return_sequences", None)
         inputs = self._prompts(text_inputs, continue_final_message)
         if not inputs.single:
