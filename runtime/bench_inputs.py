@@ -24,6 +24,8 @@ from edgeformers.models.errors import InputError
 GENERATING = frozenset({"text-generation", "text2text-generation", "summarization", "translation"})
 VISION = frozenset({"image-classification", "object-detection", "image-to-text"})
 AUDIO = frozenset({"automatic-speech-recognition", "audio-classification"})
+#: The tasks timed with a fixed count of new tokens (a row's time per token is reported).
+PER_TOKEN = GENERATING | {"image-to-text"}
 
 # Plain words; a model-specific tokenizer splits them into however many tokens it does,
 # and the input length is then searched in words until it encodes to the asked tokens.

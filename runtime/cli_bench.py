@@ -119,13 +119,12 @@ def _run_variant(spec: dict[str, Any], on_record: Any) -> list[dict[str, Any]]:
 def run_bench(bundle: Path, dtypes: list[str], device: str, batches: list[int], seq_lens: list[int],
               runs: int, progress: Any = None, new_tokens: int = 32) -> dict[str, Any]:
     """Measure every variant in ``dtypes``; the figures and the recommendation as a dict."""
-    from edgeformers.runtime.bench_inputs import GENERATING, input_unit
+    from edgeformers.runtime.bench_inputs import PER_TOKEN, input_unit
     from edgeformers.runtime.bundle import Bundle
 
     opened = Bundle.open(bundle)
     manifest = opened.manifest
     unit, _ = input_unit(manifest.task)
-    generating = manifest.task in GENERATING or manifest.task == "image-to-text"
     variants, rows = [], []
     per_variant = len(batches) * len(seq_lens)
     for dtype in dtypes:
@@ -166,7 +165,7 @@ def run_bench(bundle: Path, dtypes: list[str], device: str, batches: list[int], 
         "batches": batches,
         "seq_lens": seq_lens,
         "unit": unit,
-        "new_tokens": new_tokens if generating else None,
+        "new_tokens": new_tokens if manifest.task in PER_TOKEN else None,
         "runs": runs,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": _machine(),
