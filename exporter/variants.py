@@ -99,43 +99,47 @@ def add_variants(bundle_path: str | Path, dtypes: Iterable[str], progress: Progr
         manifest = bundle.manifest
         family = check_supports(manifest.model_type, manifest.task)
         check_dtypes(family, wanted)
-        if manifest.generation.get("kind") == "encoder-decoder":  # two graphs per variant (exporter/seq2seq.py)
-            work = make_work_dir(target)
-            with discarded_on_failure(work, target, f"quantize of BUNDLE {target}"):
-                _copy_tree(target, work)
-                ours = _add_two_graph_variants(work, bundle, wanted, family, allow_degraded, options, min_agreement,
-                                               step)
-                manifest.files = {name: entry for name, entry in describe_files(work).items() if name in ours}
-                manifest.write(work)
-                swap_into_place(work, target)
-            return manifest
-        fp32 = bundle.onnx_path("fp32")
-        check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
-                                       manifest.inputs, fp32, min_agreement, generation=manifest.generation)
+        two_graphs = manifest.generation.get("kind") == "encoder-decoder"  # exporter/seq2seq.py
+        if not two_graphs:  # fp32's answers first, from the bundle itself: bad input costs no copy
+            fp32 = bundle.onnx_path("fp32")
+            check = AgreementCheck.prepare(bundle.path, manifest.task, manifest.processing.get("max_length"),
+                                           manifest.inputs, fp32, min_agreement, generation=manifest.generation)
         work = make_work_dir(target)
         with discarded_on_failure(work, target, f"quantize of BUNDLE {target}"):
             _copy_tree(target, work)
-            work_fp32 = work / fp32.relative_to(target)
-            staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_fp32.parent))
-            for dtype in wanted:
-                step(f"making the {dtype} variant and checking it against fp32")
-                variant, report = make_checked_variant(work, work_fp32, dtype, family, check, staging,
-                                                       allow_degraded, options)
-                manifest.variants[dtype] = variant
-                manifest.validation[dtype] = report
-            ours = set(manifest.files)
-            for made in sorted(staging.iterdir()):
-                stale_data = work_fp32.parent / (made.name + EXTERNAL_DATA_SUFFIX)
-                if made.suffix == ".onnx" and not (staging / stale_data.name).exists():
-                    stale_data.unlink(missing_ok=True)  # a re-made variant that no longer has external data
-                os.replace(made, work_fp32.parent / made.name)
-                ours.add((work_fp32.parent / made.name).relative_to(work).as_posix())
-            staging.rmdir()
+            if two_graphs:
+                ours = _add_two_graph_variants(work, bundle, wanted, family, allow_degraded, options, min_agreement,
+                                               step)
+            else:
+                ours = _add_one_graph_variants(work, manifest, work / fp32.relative_to(target), wanted, family, check,
+                                               allow_degraded, options, step)
             # Files the user dropped into the bundle stay unlisted, so `export --force` still refuses to delete them.
             manifest.files = {name: entry for name, entry in describe_files(work).items() if name in ours}
             manifest.write(work)
             swap_into_place(work, target)
     return manifest
+
+
+def _add_one_graph_variants(work: Path, manifest: Manifest, work_fp32: Path, wanted: list[str], family: Family,
+                            check: AgreementCheck, allow_degraded: bool, options: VariantOptions | None,
+                            step: Progress) -> set[str]:
+    """The ``wanted`` variants of a one-graph bundle, made beside fp32 in the bundle's copy
+    ``work`` (staged, then moved over any they replace); the files the manifest lists afterwards."""
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_fp32.parent))
+    for dtype in wanted:
+        step(f"making the {dtype} variant and checking it against fp32")
+        variant, report = make_checked_variant(work, work_fp32, dtype, family, check, staging, allow_degraded, options)
+        manifest.variants[dtype] = variant
+        manifest.validation[dtype] = report
+    ours = set(manifest.files)
+    for made in sorted(staging.iterdir()):
+        stale_data = work_fp32.parent / (made.name + EXTERNAL_DATA_SUFFIX)
+        if made.suffix == ".onnx" and not (staging / stale_data.name).exists():
+            stale_data.unlink(missing_ok=True)  # a re-made variant that no longer has external data
+        os.replace(made, work_fp32.parent / made.name)
+        ours.add((work_fp32.parent / made.name).relative_to(work).as_posix())
+    staging.rmdir()
+    return ours
 
 
 def _add_two_graph_variants(work: Path, bundle: Any, wanted: list[str], family: Family, allow_degraded: bool,
