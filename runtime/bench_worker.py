@@ -59,13 +59,12 @@ def measure(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> Non
                 work.call(item, batch)
                 timings.append(time.perf_counter() - began)
             p50 = percentile(timings, 0.5)
-            row = {"kind": "row", "dtype": pipe.dtype, "batch": batch, "seq_len": size, "tokens": measured,
-                   "first_call_ms": first_ms, "p50_ms": 1e3 * p50, "p95_ms": 1e3 * percentile(timings, 0.95),
-                   "items_per_s": batch / p50 if p50 > 0 else None, "peak_rss_mb": peak_rss_mb(),
-                   "new_tokens": work.new_tokens,
-                   "ms_per_token": 1e3 * p50 / work.new_tokens if work.new_tokens else None,
-                   "real_time_factor": p50 / (size * batch) if spec.get("unit") == "seconds" else None}
-            emit(row)
+            emit({"kind": "row", "dtype": pipe.dtype, "batch": batch, "seq_len": size, "tokens": measured,
+                  "first_call_ms": first_ms, "p50_ms": 1e3 * p50, "p95_ms": 1e3 * percentile(timings, 0.95),
+                  "items_per_s": batch / p50 if p50 > 0 else None, "peak_rss_mb": peak_rss_mb(),
+                  "new_tokens": work.new_tokens,
+                  "ms_per_token": 1e3 * p50 / work.new_tokens if work.new_tokens else None,
+                  "real_time_factor": p50 / (size * batch) if spec.get("unit") == "seconds" else None})
 
 
 def _emit(record: dict[str, Any]) -> None:

@@ -205,14 +205,17 @@ class BeamSearch:
         generated = int(self._lengths()[:, :returned].max())
         return seqs[:, :self.fed + generated], self.finished_scores[:, :returned].reshape(-1)
 
-    def run(self) -> tuple[np.ndarray, np.ndarray]:
+    def run(self) -> np.ndarray:
+        """Step until done; the sequences of :meth:`result` (as :meth:`Decoding.run` gives them)."""
         while not self.done:
             self.step()
-        return self.result()
+        return self.result()[0]
 
 
 def beam_search(stepper: Stepper, input_ids: np.ndarray, settings: GenerationSettings,
                 max_positions: int | None = None, stop: StopRule | None = None) -> tuple[np.ndarray, np.ndarray]:
     """transformers' beam search over ``stepper`` for the rows ``input_ids``, to the end:
     see :meth:`BeamSearch.result`."""
-    return BeamSearch(stepper, input_ids, settings, max_positions, stop).run()
+    search = BeamSearch(stepper, input_ids, settings, max_positions, stop)
+    search.run()
+    return search.result()

@@ -64,8 +64,7 @@ class DecoderOnlyGenerator:
         if settings.num_beams == 1 and settings.num_return_sequences > 1:
             input_ids = np.repeat(input_ids, settings.num_return_sequences, axis=0)
             attention_mask = np.repeat(attention_mask, settings.num_return_sequences, axis=0)
-        decoding = self.start(input_ids, attention_mask, settings, stop)
-        return decoding.run()[0] if isinstance(decoding, BeamSearch) else decoding.run()
+        return self.start(input_ids, attention_mask, settings, stop).run()
 
     def _stop_strings(self, settings: GenerationSettings, fed: int) -> StopRule | None:
         if not settings.stop_strings:

@@ -198,8 +198,7 @@ class Seq2SeqGenerator:
                  decoder_input_ids: np.ndarray | None = None, stop: StopRule | None = None) -> np.ndarray:
         """The decoder sequences (start token first) of every row, ``num_return_sequences``
         consecutive rows per input row; rows that ended early are filled with the pad id."""
-        decoding = self.start(encoder_feed, settings, decoder_input_ids, stop)
-        return decoding.run()[0] if isinstance(decoding, BeamSearch) else decoding.run()
+        return self.start(encoder_feed, settings, decoder_input_ids, stop).run()
 
 
 def _check_new_tokens(settings: GenerationSettings, fed: int, max_positions: int | None) -> None:
